@@ -1,0 +1,1 @@
+"""Low-rank decomposition of PyTorch layers and whole models, and ONNX export."""

@@ -1,0 +1,198 @@
+"""The one featuriser: a per-layer table of a model at an input shape, and model-level sums.
+
+Layers are the leaf modules that run in a forward pass (found with forward hooks, so the
+order is execution order and a module called twice appears twice). Residual additions
+and other functional ops are not modules and are not listed; their cost shows up in the
+model-level activation traffic only through the layers around them.
+
+MACs count multiply–accumulates of convolutions and linear layers; other layers have
+``macs = 0`` but their activation traffic is recorded. Bytes use each tensor's own dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "FEATURE_SCHEMA_VERSION",
+    "LAYER_COLUMNS",
+    "layer_table",
+    "model_features",
+    "layer_key",
+    "count_params",
+]
+
+#: Bumped whenever a column is added, removed or changes meaning; predictors record it.
+FEATURE_SCHEMA_VERSION = 1
+
+LAYER_COLUMNS = [
+    "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
+    "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups",
+    "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
+    "act_in_bytes", "act_out_bytes",
+]
+
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid,
+    nn.Tanh, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.Mish,
+)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_SKIPPED = (nn.Identity, nn.Dropout, nn.Flatten)
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(v)
+    return (int(t[0]), int(t[-1])) if t else (1, 1)
+
+
+def _op_name(m: nn.Module) -> str | None:
+    if isinstance(m, nn.Conv2d):
+        if m.groups > 1 and m.groups == m.in_channels:
+            return "dwconv"
+        return "conv"
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return "bn"
+    if isinstance(m, _ACTIVATIONS):
+        return "act"
+    if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+        return "maxpool"
+    if isinstance(m, _POOLS):
+        return "avgpool"
+    if isinstance(m, _SKIPPED) or len(list(m.children())) > 0:
+        return None
+    # An unknown leaf module still does work: list it so nothing is silently dropped.
+    return type(m).__name__.lower()
+
+
+def _hw(t: torch.Tensor) -> tuple[int, int]:
+    return (int(t.shape[-2]), int(t.shape[-1])) if t.dim() >= 4 else (1, 1)
+
+
+def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> dict:
+    params = sum(p.numel() for p in m.parameters(recurse=False))
+    weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+    in_h, in_w = _hw(x)
+    out_h, out_w = _hw(y)
+    row = dict(
+        name=name, op=op, in_channels=int(x.shape[1]) if x.dim() > 1 else 1,
+        out_channels=int(y.shape[1]) if y.dim() > 1 else 1,
+        kernel_h=1, kernel_w=1, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
+        dilation_h=1, dilation_w=1, groups=1, bias=0,
+        in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=params,
+        weight_bytes=weight_bytes, act_in_bytes=x.numel() * x.element_size(),
+        act_out_bytes=y.numel() * y.element_size(),
+    )
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        row.update(
+            kernel_h=kh, kernel_w=kw, stride_h=m.stride[0], stride_w=m.stride[1],
+            pad_h=_pair(m.padding)[0] if not isinstance(m.padding, str) else -1,
+            pad_w=_pair(m.padding)[1] if not isinstance(m.padding, str) else -1,
+            dilation_h=m.dilation[0], dilation_w=m.dilation[1], groups=m.groups,
+            bias=int(m.bias is not None),
+            macs=int(y.numel() * (m.in_channels // m.groups) * kh * kw),
+        )
+    elif isinstance(m, nn.Linear):
+        row.update(
+            in_channels=m.in_features, out_channels=m.out_features,
+            bias=int(m.bias is not None), macs=int(y.numel() * m.in_features),
+        )
+    elif isinstance(m, _POOLS) and not isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+        row.update(kernel_h=k[0], kernel_w=k[1], stride_h=s[0], stride_w=s[1],
+                   pad_h=p[0], pad_w=p[1])
+    elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        row.update(kernel_h=in_h, kernel_w=in_w)
+    return row
+
+
+def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
+    """One row per executed layer of ``model`` on a zero input of ``input_shape``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module; it is run once in eval mode under ``torch.no_grad`` and left as it was.
+    input_shape : sequence of int
+        Full input shape including the batch, e.g. ``(1, 3, 224, 224)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`LAYER_COLUMNS`; channels, kernel, stride, padding, dilation and
+        groups as integers, ``macs`` (multiply–accumulates), ``params`` and bytes.
+    """
+    rows: list[dict] = []
+    handles = []
+    for name, m in model.named_modules():
+        op = _op_name(m)
+        if op is None:
+            continue
+
+        def hook(mod, inputs, output, _name=name, _op=op):
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else output
+            if isinstance(output, torch.Tensor):
+                rows.append(_row(_name, mod, x, output, _op))
+
+        handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        x = torch.zeros(tuple(input_shape), dtype=param.dtype if param is not None else torch.float32)
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (every parameter, shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_features(table: pd.DataFrame) -> dict[str, float]:
+    """Model-level features from a :func:`layer_table`: sums, counts by op, peak memory.
+
+    Peak activation memory is approximated by the largest ``act_in + act_out`` of one layer
+    (the two buffers a layer needs at once); residual branches kept alive are not counted.
+    """
+    t = table
+    feats: dict[str, float] = {
+        "macs": float(t["macs"].sum()),
+        "params": float(t["params"].sum()),
+        "weight_bytes": float(t["weight_bytes"].sum()),
+        "act_bytes": float((t["act_in_bytes"] + t["act_out_bytes"]).sum()),
+        "peak_act_bytes": float((t["act_in_bytes"] + t["act_out_bytes"]).max()) if len(t) else 0.0,
+        "n_layers": float(len(t)),
+    }
+    for op in ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool"):
+        feats[f"n_{op}"] = float((t["op"] == op).sum())
+    conv = t[t["op"].isin(["conv", "dwconv"])]
+    feats["n_conv1x1"] = float(((conv["kernel_h"] == 1) & (conv["kernel_w"] == 1)).sum())
+    feats["n_conv3x3"] = float(((conv["kernel_h"] == 3) & (conv["kernel_w"] == 3)).sum())
+    feats["conv_macs"] = float(conv["macs"].sum())
+    feats["memory_traffic_bytes"] = feats["weight_bytes"] + feats["act_bytes"]
+    return feats
+
+
+_KEY_FIELDS = (
+    "op", "in_channels", "out_channels", "kernel_h", "kernel_w", "stride_h", "stride_w",
+    "pad_h", "pad_w", "dilation_h", "dilation_w", "groups", "bias", "in_h", "in_w",
+)
+
+
+def layer_key(row: pd.Series | dict) -> str:
+    """A stable string naming a layer configuration (what a lookup table is keyed by)."""
+    return "|".join(f"{f}={int(row[f]) if f != 'op' else row[f]}" for f in _KEY_FIELDS)

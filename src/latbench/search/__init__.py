@@ -1,0 +1,1 @@
+"""latbench.search"""
