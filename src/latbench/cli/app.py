@@ -13,6 +13,10 @@ __all__ = ["build_app"]
 #: Command modules under ``latbench.cli``; each defines ``register(app: typer.Typer)``.
 COMMAND_MODULES = (
     "compress",
+    "data",
+    "devices",
+    "sweep",
+    "search",
 )
 
 

@@ -232,6 +232,12 @@ def compress_model(
             if rule.method == "cur":
                 options.setdefault("seed", seed)
             rank = resolve_rank(rule.rank, layer, method)
+            n_before = sum(p.numel() for p in layer.parameters())
+            if not rule.exact and method.n_params(layer, rank) >= n_before:
+                # A glob asks to compress; a factorisation that grows the layer is not that.
+                skipped.append((name, f"{rule.method} at rank {rank} would not reduce its "
+                                      f"{n_before:,} parameters"))
+                continue
             decomps[name] = method.decompose(layer, rank, **options)
         model.set_submodule(name, decomps[name].module)
     seconds = time.perf_counter() - t0

@@ -26,6 +26,15 @@ KEEP = "keep"
 
 
 def _normalise_rank(rank: Any) -> RankLike:
+    from latbench.compress.ranks import RankSpec
+
+    if isinstance(rank, RankSpec):  # keep JSON natural: 0.5, 16, [16, 32], "ratio=3", "evbmf:0.6"
+        if rank.kind == "fraction":
+            return float(rank.value)  # type: ignore[arg-type]
+        if rank.kind == "absolute":
+            vals = tuple(int(v) for v in rank.value)  # type: ignore[union-attr]
+            return vals[0] if len(vals) == 1 else vals
+        return str(rank)
     if isinstance(rank, (list, tuple)):
         return tuple(int(r) for r in rank)
     if isinstance(rank, bool) or rank is None:

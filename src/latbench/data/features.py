@@ -146,8 +146,15 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
     was_training = model.training
     try:
         model.eval()
+        # The input must live where the model does (CUDA, or "meta" for a shape-only pass).
         param = next(model.parameters(), None)
-        x = torch.zeros(tuple(input_shape), dtype=param.dtype if param is not None else torch.float32)
+        if param is None:
+            param = next(model.buffers(), None)
+        x = torch.zeros(
+            tuple(input_shape),
+            dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32,
+            device=param.device if param is not None else None,
+        )
         with torch.no_grad():
             model(x)
     finally:

@@ -1,1 +1,1 @@
-"""latbench.search"""
+"""Latency-constrained rank search (see :func:`latbench.search.search.search`)."""

@@ -1,0 +1,70 @@
+"""Measuring one layer configuration alone: the data of lookup tables and search costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from latbench.bench.measurement import Measurement
+from latbench.devices.base import Device
+from latbench.exceptions import UserInputError
+
+__all__ = ["LAYER_OPS_MEASURED_ALONE", "single_layer_model", "measure_layer"]
+
+#: Layer kinds measured alone. BatchNorm and activations are fused into the convolution by
+#: onnxruntime's graph optimiser, so alone they would be timed in a form that never runs.
+LAYER_OPS_MEASURED_ALONE = ("conv", "dwconv", "linear", "maxpool", "avgpool")
+
+
+def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...]]:
+    """A one-layer model reproducing a layer-table row, and its input shape.
+
+    Raises
+    ------
+    UserInputError
+        For a layer kind outside :data:`LAYER_OPS_MEASURED_ALONE`.
+    """
+    r = {k: (v if k in ("op", "name") else int(v)) for k, v in dict(row).items()}
+    op = r["op"]
+    if op in ("conv", "dwconv"):
+        layer: nn.Module = nn.Conv2d(
+            r["in_channels"], r["out_channels"], (r["kernel_h"], r["kernel_w"]),
+            stride=(r["stride_h"], r["stride_w"]), padding=(max(r["pad_h"], 0), max(r["pad_w"], 0)),
+            dilation=(r["dilation_h"], r["dilation_w"]), groups=r["groups"], bias=bool(r["bias"]))
+        return layer, (1, r["in_channels"], r["in_h"], r["in_w"])
+    if op == "linear":
+        return nn.Linear(r["in_channels"], r["out_channels"], bias=bool(r["bias"])), (1, r["in_channels"])
+    if op in ("maxpool", "avgpool"):
+        cls = nn.MaxPool2d if op == "maxpool" else nn.AvgPool2d
+        layer = cls((r["kernel_h"], r["kernel_w"]), stride=(r["stride_h"], r["stride_w"]),
+                    padding=(r["pad_h"], r["pad_w"]))
+        return layer, (1, r["in_channels"], r["in_h"], r["in_w"])
+    raise UserInputError(f"layers of kind {op!r} are not measured alone "
+                         f"(only {', '.join(LAYER_OPS_MEASURED_ALONE)})")
+
+
+def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
+                  threads: int | None = None, warmup: int = 5, repeats: int = 20,
+                  seed: int = 0) -> Measurement:
+    """Build, export and time the one-layer model of ``row`` on ``device``.
+
+    Raises
+    ------
+    DeviceError
+        If the device fails.
+    """
+    from latbench.compress.export import export_onnx
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layer, shape = single_layer_model(row)
+    path = Path(workdir) / f"layer-{abs(hash(tuple(sorted(dict(row).items(), key=str)))) % 10**12}.onnx"
+    artifact = export_onnx(layer.eval(), shape, path)
+    try:
+        return device.measure(artifact, device.make_spec(artifact, threads=threads, warmup=warmup,
+                                                        repeats=repeats))
+    finally:
+        artifact.path.unlink(missing_ok=True)

@@ -1,0 +1,139 @@
+"""One-off measurements: time one ONNX file on one device, or check that a device works.
+
+These are the library calls behind ``bench run`` and ``bench devices check``; they live
+in ``bench`` because the check builds and exports a model, which ``devices`` may not do.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from latbench.artifact import Artifact
+from latbench.bench.measurement import Measurement
+from latbench.bench.spec import DeviceInfo
+from latbench.bench.timing import Sampling
+from latbench.devices.base import Device
+from latbench.exceptions import UserInputError
+
+__all__ = ["run_model", "check_device", "measure_artifact", "CheckResult", "CHECK_INPUT_SHAPE"]
+
+#: Input of the tiny model ``check_device`` runs.
+CHECK_INPUT_SHAPE = (1, 3, 32, 32)
+
+ProgressFn = Callable[[int, int], None]
+
+
+def measure_artifact(device: Device, artifact: Artifact, *, threads: int | None = None,
+                     warmup: int = 10, repeats: int = 50, sampling: Sampling | None = None,
+                     progress: ProgressFn | None = None) -> Measurement:
+    """Make the spec on ``device`` and measure ``artifact``, adaptively if ``sampling`` says so.
+
+    Raises
+    ------
+    UserInputError
+        If an option is out of range, or adaptive sampling is asked of a device that
+        cannot do it.
+    DeviceError
+        If the device fails.
+    """
+    if threads is not None and threads < 1:
+        raise UserInputError(f"threads must be at least 1, got {threads}")
+    if warmup < 0:
+        raise UserInputError(f"warm-up runs must be 0 or more, got {warmup}")
+    if repeats < 1:
+        raise UserInputError(f"repeats must be at least 1, got {repeats}")
+    spec = device.make_spec(artifact, threads=threads, warmup=warmup, repeats=repeats)
+    if sampling is None:
+        return device.measure(artifact, spec, progress=progress)
+    # Devices that time outside this process (adb runners) may not sample in batches.
+    if "sampling" not in inspect.signature(device.measure).parameters:
+        raise UserInputError(f"device {device.name!r} (kind {device.kind!r}) does not support "
+                             "adaptive sampling; give --repeats instead")
+    return device.measure(artifact, spec, progress=progress, sampling=sampling)  # type: ignore[call-arg]
+
+
+def run_model(model_path: str | Path, device: str, *, threads: int | None = None,
+              warmup: int = 10, repeats: int = 50, adaptive: bool = False,
+              max_repeats: int = 1000, max_time_s: float = 30.0,
+              devices_file: str | Path | None = None,
+              progress: ProgressFn | None = None) -> Measurement:
+    """Time an ``.onnx`` file on the named device.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        An ONNX model; its first input's shape is used (dynamic dimensions become 1).
+    device : str
+        Device name (``cpu``, ``cuda`` or a ``devices.toml`` profile).
+    threads : int, optional
+        Intra-op threads; the device's default when ``None``.
+    warmup, repeats : int
+        Untimed and timed runs (``repeats`` is the minimum in adaptive mode).
+    adaptive : bool
+        Keep sampling until IQR/median < 5 %, ``max_repeats`` samples or ``max_time_s``
+        seconds (see :class:`~latbench.bench.timing.Sampling`).
+    devices_file : str or Path, optional
+        Explicit devices file.
+    progress : callable, optional
+        ``progress(done, total)`` after each timed run.
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing or not ONNX, the device is unknown, or an option is bad.
+    DeviceError
+        If the device cannot be reached or the run fails.
+    """
+    from latbench.devices.registry import get_device
+
+    artifact = Artifact.from_file(model_path)
+    sampling = Sampling(adaptive=True, max_repeats=max_repeats, max_time_s=max_time_s) \
+        if adaptive else None
+    with get_device(device, devices_file) as dev:
+        return measure_artifact(dev, artifact, threads=threads, warmup=warmup, repeats=repeats,
+                                sampling=sampling, progress=progress)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``check_device`` found: the device's identity and a tiny model's timing."""
+
+    info: DeviceInfo
+    measurement: Measurement
+
+
+def check_device(name: str, *, devices_file: str | Path | None = None, warmup: int = 3,
+                 repeats: int = 10, progress: ProgressFn | None = None) -> CheckResult:
+    """Connect to a device, read its info, and time a tiny conv model on it.
+
+    The model (two 3×3 convolutions on a 1×3×32×32 input) is exported to a temporary
+    directory that is removed afterwards.
+
+    Raises
+    ------
+    UserInputError
+        If the name is unknown or the devices file is invalid.
+    DeviceError
+        If the device is unavailable or the run fails.
+    """
+    import torch
+    from torch import nn
+
+    from latbench.compress.export import export_onnx
+    from latbench.devices.registry import get_device
+
+    with get_device(name, devices_file) as dev:
+        info = dev.info()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        with tempfile.TemporaryDirectory(prefix="latbench-check-") as tmp:
+            artifact = export_onnx(model, CHECK_INPUT_SHAPE, Path(tmp) / "check.onnx")
+            m = measure_artifact(dev, artifact, warmup=warmup, repeats=repeats,
+                                 progress=progress)
+    return CheckResult(info, m)

@@ -1,0 +1,307 @@
+"""``bench sweep``: compress, export and measure variants into the latency store.
+
+Every variant is keyed before any work (:func:`~latbench.bench.variants.variant_key`), so a
+rerun of the same sweep skips what the store already holds for this device, runtime and
+thread count; each measurement is committed as soon as it is taken, so an interrupted sweep
+loses at most the variant in flight.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from latbench.artifact import Artifact
+from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE, measure_layer
+from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
+from latbench.exceptions import DeviceError, LatbenchError, UserInputError
+
+__all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "load_sweep_config",
+           "plan_sweep", "default_config"]
+
+DEFAULT_METHODS = ("tucker2", "cp", "svd")
+DEFAULT_RANKS = (0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model to sweep at one input shape, with its methods and fractional ranks."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    ranks: tuple[float, ...] = DEFAULT_RANKS
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep measures and how.
+
+    ``random_plans`` per-layer plans are drawn per target (seeded by ``seed``).
+    ``threads=None`` uses the device's default; ``warmup``/``repeats`` go into every spec.
+    """
+
+    targets: tuple[Target, ...]
+    random_plans: int = 0
+    per_layer: bool = False
+    layers: str = "*"
+    threads: int | None = None
+    warmup: int = 10
+    repeats: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepEvent:
+    """Progress: ``status`` is ``measured``, ``skipped`` or ``failed``; ``median_ms`` if measured."""
+
+    done: int
+    total: int
+    label: str
+    status: str
+    median_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class SweepSummary:
+    measured: int = 0
+    skipped: int = 0
+    failed: int = 0
+    layers_measured: int = 0
+    layers_skipped: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"compress": 0.0, "export": 0.0,
+                                                               "measure": 0.0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
+                "layers_measured": self.layers_measured, "layers_skipped": self.layers_skipped,
+                "seconds": dict(self.seconds)}
+
+
+def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
+    """Read a sweep TOML file.
+
+    Format::
+
+        random_plans = 4          # optional top-level options: per_layer, threads,
+        seed = 0                  # warmup, repeats, layers
+        [[models]]
+        name = "resnet18"
+        inputs = ["1x3x224x224", "1x3x160x160"]   # or input = "..."
+        methods = ["tucker2", "svd"]              # optional
+        ranks = "0.25:0.75:0.25"                  # optional
+
+    Raises
+    ------
+    UserInputError
+        If the file is missing, not TOML, or a value is malformed.
+    """
+    from latbench.data.store import parse_shape_str
+    from latbench.models import default_input_shape
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"sweep config {str(p)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserInputError(f"sweep config {str(p)!r} is not valid TOML: {exc}") from None
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise UserInputError(f"sweep config {str(p)!r} needs at least one [[models]] table with a name")
+    targets = []
+    for entry in models:
+        if "name" not in entry:
+            raise UserInputError(f"sweep config {str(p)!r}: every [[models]] table needs a name")
+        inputs = entry.get("inputs") or ([entry["input"]] if "input" in entry else [])
+        shapes = [parse_shape_str(s) for s in inputs] if inputs else [default_input_shape(entry["name"])]
+        methods = tuple(entry.get("methods", DEFAULT_METHODS))
+        ranks = parse_rank_range(entry["ranks"]) if "ranks" in entry else DEFAULT_RANKS
+        targets.extend(Target(entry["name"], tuple(s), methods, ranks) for s in shapes)
+    options = {k: data[k] for k in ("random_plans", "per_layer", "layers", "threads", "warmup",
+                                    "repeats", "seed") if k in data}
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return SweepConfig(tuple(targets), **options)
+
+
+def plan_sweep(config: SweepConfig, resolve: Callable[[str], nn.Module]) -> list[Variant]:
+    """Every variant of the sweep, in order: per target the original, uniform plans, random plans."""
+    out: list[Variant] = []
+    for t in config.targets:
+        out.extend(uniform_variants(t.model, t.input_shape, t.methods, t.ranks,
+                                    layers=config.layers, seed=config.seed))
+        if config.random_plans:
+            rng = random.Random(f"{config.seed}:{t.model}:{t.input_shape}")
+            net = resolve(t.model)
+            for i in range(config.random_plans):
+                plan = random_plan(net, t.methods, t.ranks, rng)
+                out.append(Variant(t.model, t.input_shape, plan, "mixed", f"random#{i}", config.seed))
+    return out
+
+
+def run_sweep(
+    config: SweepConfig,
+    device: str,
+    db: str | Path,
+    *,
+    devices_file: str | Path | None = None,
+    workdir: str | Path | None = None,
+    progress: Callable[[SweepEvent], None] | None = None,
+) -> SweepSummary:
+    """Measure every variant of ``config`` on ``device`` into the store at ``db``.
+
+    Failures to compress or export one variant are recorded in the store and the sweep
+    goes on; a device failure stops the sweep (what was measured stays; rerun to resume).
+
+    Raises
+    ------
+    UserInputError
+        For an unknown model, method or device, or a bad option.
+    DeviceError
+        If the device is lost; the message says how much was kept.
+    """
+    from latbench.compress.export import export_onnx
+    from latbench.compress.model import compress_model
+    from latbench.data.features import layer_key, layer_table
+    from latbench.data.store import Store
+    from latbench.devices.registry import get_device
+    from latbench.models import resolve_model
+
+    nets: dict[str, nn.Module] = {}
+
+    def resolve(spec: str) -> nn.Module:
+        if spec not in nets:
+            nets[spec] = resolve_model(spec, seed=config.seed)
+        return nets[spec]
+
+    for t in config.targets:
+        resolve(t.model)  # unknown model → error before anything is measured
+    variants = plan_sweep(config, resolve)
+    summary = SweepSummary()
+    tmp = tempfile.TemporaryDirectory(prefix="latbench-sweep-") if workdir is None else None
+    work = Path(tmp.name if tmp else workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    layer_rows: dict[str, dict] = {}
+    try:
+        with Store(db) as store, get_device(device, devices_file) as dev:
+            dev_id = store.add_device(dev.info())
+
+            def spec_for(artifact: Artifact):
+                return dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
+                                     repeats=config.repeats)
+
+            def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
+                if progress is not None:
+                    progress(SweepEvent(i, len(variants), v_label, status, med, err))
+
+            for i, v in enumerate(variants, start=1):
+                key = v.key
+                probe = spec_for(Artifact(work / "probe.onnx", "", v.input_shape))
+                if store.has_measurement(key, v.input_shape, dev.name, probe.runtime,
+                                         probe.runtime_version, probe.threads):
+                    summary.skipped += 1
+                    if config.per_layer:
+                        _collect_layers(store, key, v.input_shape, layer_rows)
+                    emit(i, f"{v.model} {v.label}", "skipped")
+                    continue
+                stage = "compress"
+                try:
+                    t0 = time.perf_counter()
+                    net = resolve(v.model)
+                    if v.plan is not None:
+                        net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+                    table = layer_table(net, v.input_shape)
+                    t1 = time.perf_counter()
+                    stage = "export"
+                    artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+                    t2 = time.perf_counter()
+                except Exception as exc:  # one bad variant must not end a long sweep
+                    exc = exc if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
+                    summary.failed += 1
+                    store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                                      content_hash=key, plan=v.plan)
+                    emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
+                    continue
+                summary.seconds["compress"] += t1 - t0
+                summary.seconds["export"] += t2 - t1
+                stage = "measure"
+                try:
+                    m = dev.measure(artifact, spec_for(artifact))
+                except DeviceError as exc:
+                    store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                                      content_hash=key, plan=v.plan)
+                    raise DeviceError(
+                        f"{exc} — sweep stopped after {summary.measured} new measurements "
+                        f"({summary.skipped} already stored); everything measured is kept, "
+                        "rerun the same command to resume") from None
+                finally:
+                    artifact.path.unlink(missing_ok=True)
+                summary.seconds["measure"] += time.perf_counter() - t2
+                with store.transaction():
+                    vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                            method=v.method, content_hash=key)
+                    store.add_measurement(vid, dev_id, m)
+                summary.measured += 1
+                if config.per_layer:
+                    for _, row in table.iterrows():
+                        if row["op"] in LAYER_OPS_MEASURED_ALONE:
+                            layer_rows.setdefault(layer_key(row), row.to_dict())
+                emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
+
+            if config.per_layer:
+                _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary,
+                                progress)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return summary
+
+
+def _collect_layers(store, key: str, shape: Sequence[int], into: dict[str, dict]) -> None:
+    from latbench.data.features import layer_key
+
+    table = store.variant_layers(key, shape)
+    if table is None:
+        return
+    for _, row in table.iterrows():
+        if row["op"] in LAYER_OPS_MEASURED_ALONE:
+            into.setdefault(layer_key(row), row.to_dict())
+
+
+def _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary, progress) -> None:
+    items = list(layer_rows.items())
+    for j, (lkey, row) in enumerate(items, start=1):
+        probe = spec_for(Artifact(work / "probe.onnx", "", (1,)))
+        label = f"layer {row['op']} {row['in_channels']}→{row['out_channels']} " \
+                f"{row['kernel_h']}x{row['kernel_w']} @{row['in_h']}x{row['in_w']}"
+        if store.has_layer_measurement(lkey, dev.name, probe.runtime, probe.runtime_version,
+                                       probe.threads):
+            summary.layers_skipped += 1
+            if progress:
+                progress(SweepEvent(j, len(items), label, "skipped"))
+            continue
+        try:
+            m = measure_layer(dev, row, work, threads=config.threads, warmup=config.warmup,
+                              repeats=config.repeats, seed=config.seed)
+        except DeviceError as exc:
+            raise DeviceError(f"{exc} — per-layer measurements stopped at {j - 1}/{len(items)}; "
+                              "rerun the same command to resume") from None
+        store.add_layer_measurement(dev_id, row, m)
+        summary.layers_measured += 1
+        if progress:
+            progress(SweepEvent(j, len(items), label, "measured", m.median_ms))
+
+
+def default_config(**overrides: Any) -> SweepConfig:
+    """The no-argument sweep: ResNet-18 at 224×224, Tucker-2/CP/SVD at ¼ and ½ ranks."""
+    base = SweepConfig((Target("resnet18", (1, 3, 224, 224)),), random_plans=2, repeats=30)
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

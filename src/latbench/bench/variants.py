@@ -1,0 +1,101 @@
+"""Which variants a sweep measures: the original, uniform-rank plans, random per-layer plans.
+
+Everything here is pure: it decides *what* to measure, never measures. A variant's
+``key`` is computed before any work so a resumed sweep can skip it without compressing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from latbench.compress._base import METHODS
+from latbench.compress.model import decomposable_layers
+from latbench.compress.plan import KEEP, Plan, Rule
+from latbench.exceptions import UserInputError
+
+__all__ = ["Variant", "parse_rank_range", "uniform_variants", "random_plan", "variant_key"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to build and measure: a source model, an input shape, and a plan (or none)."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    plan: Plan | None
+    method: str  # "none" for the original, the method for uniform plans, "mixed" otherwise
+    label: str
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return variant_key(self.model, self.input_shape, self.plan, self.seed)
+
+
+def variant_key(model: str, input_shape: Sequence[int], plan: Plan | None, seed: int) -> str:
+    """Content key of a variant: same model spec, shape, plan and seed → same key."""
+    doc = {"model": model, "input": list(input_shape), "plan": plan.hash if plan else None, "seed": seed}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def parse_rank_range(text: str) -> tuple[float, ...]:
+    """Parse ``0.1:0.9:0.1`` (start:stop:step, inclusive) or ``0.25,0.5`` into fractions.
+
+    Raises
+    ------
+    UserInputError
+        If the range is malformed, empty, or leaves (0, 1].
+    """
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0:
+                raise ValueError
+            start, stop, step = parts
+            n = int(round((stop - start) / step)) + 1
+            values = tuple(round(start + i * step, 6) for i in range(max(n, 0)))
+        else:
+            values = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UserInputError(f"bad rank range {text!r}: write start:stop:step (0.1:0.9:0.1) "
+                             "or a list (0.25,0.5)") from None
+    if not values:
+        raise UserInputError(f"rank range {text!r} is empty: check that start ≤ stop")
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad:
+        raise UserInputError(f"rank range {text!r} has {bad[0]}, outside (0, 1]: ranks are fractions of channels")
+    return values
+
+
+def uniform_variants(model: str, input_shape: Sequence[int], methods: Sequence[str],
+                     ranks: Sequence[float], *, layers: str = "*", seed: int = 0) -> list[Variant]:
+    """The original plus each method at each uniform fractional rank."""
+    shape = tuple(input_shape)
+    out = [Variant(model, shape, None, "none", "original", seed)]
+    for m in methods:
+        METHODS.get(m)
+        for r in ranks:
+            out.append(Variant(model, shape, Plan.uniform(m, r, layers), m, f"{m}@{r:g}", seed))
+    return out
+
+
+def random_plan(net: nn.Module, methods: Sequence[str], ranks: Sequence[float],
+                rng: random.Random, keep_prob: float = 0.2) -> Plan:
+    """A per-layer plan: each layer draws ``keep`` (with ``keep_prob``) or a method and rank.
+
+    A layer only draws among the methods that support it, so the plan is always valid.
+    """
+    rules = []
+    for name, layer in decomposable_layers(net):
+        ok = [m for m in methods if METHODS.get(m).supports(layer) is None]
+        if not ok or rng.random() < keep_prob:
+            rules.append(Rule(name, KEEP, 1))
+            continue
+        rules.append(Rule(name, rng.choice(ok), float(rng.choice(list(ranks)))))
+    return Plan(tuple(rules))

@@ -1,0 +1,98 @@
+"""``bench data``: summarise, export and import the latency database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register"]
+
+_DB = typer.Option(..., "--db", help="The latency database (SQLite file).")
+
+
+def summary(
+    db: Path = _DB,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Counts of variants, measurements and failures per device, model and method."""
+    from rich.table import Table
+
+    from latbench.cli._common import console, print_json
+    from latbench.data.store import Store
+    from latbench.exceptions import UserInputError
+
+    if not db.is_file():
+        raise UserInputError(f"latency database {str(db)!r} does not exist")
+    with Store(db) as store:
+        df = store.summary()
+        counts = store.counts()
+    if as_json:
+        print_json({"db": str(db), "totals": counts, "groups": df.to_dict(orient="records")})
+        return
+    table = Table(title=f"{db}")
+    for col in df.columns:
+        table.add_column(col, justify="right" if df[col].dtype.kind in "if" else "left")
+    for rec in df.itertuples(index=False):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in rec))
+    console.print(table)
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+def export(
+    db: Path = _DB,
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    out: Path = typer.Option(..., "--out", help="The file to write."),
+) -> None:
+    """Write one flat table (a row per measurement, model features as columns)."""
+    from latbench.cli._common import console
+    from latbench.data.export import export_table
+
+    n = export_table(db, out, fmt)
+    console.print(f"wrote {n} rows to {out}")
+
+
+def import_nb201(
+    csv: Path = typer.Argument(..., help="CSV with an 'arch' column and a latency column (ms)."),
+    latency_column: str = typer.Option(..., "--latency-column", help="The column of latencies in ms."),
+    device: str = typer.Option(..., "--device", help="Name of the (imported) device in the store."),
+    db: Path = _DB,
+    limit: int = typer.Option(None, "--limit", help="Import only the first N rows."),
+    exact: bool = typer.Option(False, "--exact", help="Build every network (slow reference path)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Import published NAS-Bench-201 latencies (architecture string + ms)."""
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from latbench.cli._common import console, err_console, print_json
+    from latbench.data.nb201_import import import_nb201 as run_import
+
+    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("import", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_import(csv, latency_column=latency_column, device=device, db_path=db,
+                            limit=limit, exact=exact, progress=progress)
+    if as_json:
+        print_json(asdict(result))
+        return
+    console.print(
+        f"{result.device}: imported {result.imported} of {result.rows} rows "
+        f"({result.skipped} already stored, {result.invalid} without a latency) "
+        f"in {result.seconds:.1f} s into {db}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` command group to ``app``."""
+    data_app = typer.Typer(help="Summarise, export and import the latency database.",
+                           no_args_is_help=True)
+    data_app.command("summary")(summary)
+    data_app.command("export")(export)
+    data_app.command("import-nb201")(import_nb201)
+    app.add_typer(data_app, name="data")

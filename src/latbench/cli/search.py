@@ -1,0 +1,99 @@
+"""``bench search``: per-layer methods and ranks that meet a latency budget, verified on the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from latbench.cli._common import console, err_console, parse_shape, print_json
+
+__all__ = ["register"]
+
+
+def search_cmd(
+    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, or a torch.save-d module."),
+    device: str = typer.Option("cpu", "--device", "-d", help="Device the budget holds on."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget in ms."),
+    speedup: Optional[float] = typer.Option(None, "--speedup", help="Wanted speed-up over the original."),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", help="A predictor from bench predictor train."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Latency store: per-layer latencies are read from "
+                                      "and added to it (without --predictor)."),
+    methods: str = typer.Option("tucker2,svd", "--methods", help="Comma-separated methods (cp is slow to search)."),
+    calib: int = typer.Option(8, "--calib", help="Calibration batch size."),
+    input_shape: Optional[str] = typer.Option(None, "--input", help="Input shape, e.g. 1x3x224x224."),
+    rounds: int = typer.Option(4, "--rounds", help="Verification rounds at most."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads."),
+    repeats: int = typer.Option(30, "--repeats", help="Timed runs per verification."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write model, plan.json and report here."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights and calibration data."),
+    devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml to read profiles from."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Search per-layer decompositions that meet a latency budget with the least damage."""
+    from latbench.devices.registry import get_device
+    from latbench.exceptions import UserInputError
+    from latbench.models import default_input_shape
+    from latbench.search.search import search
+
+    if predictor is not None and db is not None:
+        raise UserInputError("give --predictor or --db, not both")
+    mlist = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if not mlist:
+        raise UserInputError("--methods is empty: give e.g. tucker2,svd")
+    shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
+    dev = get_device(device, devices_file)
+    pred = None
+    if predictor is not None:
+        from latbench.predictor import load_predictor
+
+        pred = load_predictor(predictor, device=dev.name)
+    store = None
+    if db is not None:
+        from latbench.data.store import Store
+
+        store = Store(db)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console,
+                      disable=as_json or not err_console.is_terminal) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            result = search(model, dev, budget_ms=budget_ms, speedup=speedup, input_shape=shape,
+                            predictor=pred, store=store, methods=mlist, calib=calib,
+                            max_rounds=rounds, threads=threads, repeats=repeats, seed=seed,
+                            progress=on_progress)
+    finally:
+        if store is not None:
+            store.close()
+        dev.close()
+    doc = result.to_dict()
+    if out is not None:
+        from latbench.search.report import write_search_outputs
+
+        doc["outputs"] = write_search_outputs(result, out, shape)
+    if as_json:
+        print_json(doc)
+        return
+    console.print(
+        f"{model} on {dev.name}: budget {result.budget_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
+        f"({'met' if result.met else 'NOT met'}), original {result.original_ms:.3f} ms, "
+        f"{len(result.rounds)} round(s), fidelity {result.fidelity:.4f}")
+    if result.baseline:
+        b = result.baseline
+        console.print(f"uniform {b['method']}@{b['fraction']:g}: measured {b['measured_ms']:.3f} ms, "
+                      f"fidelity {b['fidelity']:.4f}")
+    if out is not None:
+        console.print(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_cmd)

@@ -1,0 +1,180 @@
+"""Numerical helpers shared by the matrix/Tucker methods (``svd``, ``cur``, ``tucker2``).
+
+Leading singular subspaces are taken from ``torch.linalg.eigh`` of the Gram matrix of the
+*shorter* side, formed in float64. For the small-by-wide matrices of conv layers this is
+several times faster than ``torch.linalg.svd`` (see ``benchmarks/bench_tucker.py``), and
+float64 keeps the squared condition number harmless for float32 weights: singular values
+down to ~1e-8 of the largest are still resolved. Factors are formed by *projecting* the
+weight onto the subspace instead of dividing by singular values, so a full-rank
+reconstruction is exact even when the weight is rank-deficient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from latbench.compress._base import DecompositionMethod, check_rank
+from latbench.exceptions import UserInputError
+
+__all__ = [
+    "leading_subspace",
+    "top_eigvecs",
+    "two_factor",
+    "rel_error",
+    "count_params",
+    "describe_layer",
+    "validated_rank",
+    "check_options",
+    "new_conv",
+]
+
+
+def leading_subspace(mats: torch.Tensor, k: int) -> torch.Tensor:
+    """Orthonormal basis of the leading ``k``-dimensional left singular subspace.
+
+    Parameters
+    ----------
+    mats : Tensor, shape (..., m, n)
+        A matrix or a batch of matrices (any float dtype; computed in float64).
+    k : int
+        Subspace dimension, ``1 <= k <= m``.
+
+    Returns
+    -------
+    Tensor, shape (..., m, k), float64
+        Columns ordered by decreasing singular value. Bases for different ``k`` are
+        nested (prefixes of one eigendecomposition), which makes the truncation error
+        non-increasing in ``k``.
+    """
+    a = mats.detach().to(torch.float64)
+    return top_eigvecs(a @ a.transpose(-1, -2), k)
+
+
+def top_eigvecs(gram: torch.Tensor, k: int) -> torch.Tensor:
+    """Eigenvectors of the ``k`` largest eigenvalues (descending) of symmetric ``(..., m, m)``."""
+    _, vecs = torch.linalg.eigh(gram)  # ascending eigenvalues
+    return vecs[..., -k:].flip(-1)
+
+
+def two_factor(mats: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-``k`` factorisation ``W ≈ B @ A`` (Eckart–Young) of a batch of matrices.
+
+    Parameters
+    ----------
+    mats : Tensor, shape (..., m, n)
+    k : int
+        Rank, ``1 <= k <= min(m, n)``.
+
+    Returns
+    -------
+    A : Tensor, shape (..., k, n), float64
+        Applied first (``x ↦ A x``).
+    B : Tensor, shape (..., m, k), float64
+        Applied second.
+    """
+    a = mats.detach().to(torch.float64)
+    m, n = a.shape[-2], a.shape[-1]
+    if m <= n:
+        u = leading_subspace(a, k)  # (..., m, k)
+        return u.transpose(-1, -2) @ a, u
+    v = leading_subspace(a.transpose(-1, -2), k)  # (..., n, k)
+    return v.transpose(-1, -2), a @ v
+
+
+def rel_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
+    """``‖w − w_hat‖_F / ‖w‖_F`` in float64 (0 when both are zero)."""
+    w = w.detach().to(torch.float64)
+    diff = float(torch.linalg.norm(w - w_hat.detach().to(torch.float64)))
+    norm = float(torch.linalg.norm(w))
+    if norm == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / norm
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters of ``module`` (biases included)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe_layer(layer: nn.Module) -> str:
+    """One-line description naming the layer's type and weight shape, for error messages."""
+    weight = getattr(layer, "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
+    extra = ""
+    if isinstance(layer, nn.Conv2d) and layer.groups > 1:
+        extra = f", groups={layer.groups}"
+    return f"{type(layer).__name__} with weight shape {shape}{extra}"
+
+
+def validated_rank(method: DecompositionMethod, layer: nn.Module, rank: Any) -> tuple[int, ...]:
+    """``check_rank`` that also accepts a bare int and names the layer in its error.
+
+    Raises
+    ------
+    UserInputError
+        If the layer is unsupported or the rank is out of range.
+    """
+    if isinstance(rank, bool) or not isinstance(rank, (int, tuple, list)):
+        raise UserInputError(
+            f"{method.name} needs a resolved rank (int or tuple of ints), got {rank!r}; "
+            "use latbench.compress.ranks.resolve_rank for fractions, 'ratio=X' or 'evbmf'"
+        )
+    ranks = (rank,) if isinstance(rank, int) else tuple(rank)
+    if any(isinstance(r, bool) or not isinstance(r, int) for r in ranks):
+        raise UserInputError(f"{method.name} ranks must be ints, got {rank!r}")
+    try:
+        return check_rank(method, layer, ranks)
+    except UserInputError as exc:
+        raise UserInputError(f"{exc} ({describe_layer(layer)})") from None
+
+
+def check_options(method: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse options a method does not know.
+
+    Raises
+    ------
+    UserInputError
+        Naming the first unknown option and the allowed ones.
+    """
+    allowed = sorted(allowed)
+    for key in options:
+        if key not in allowed:
+            known = ", ".join(allowed) if allowed else "none"
+            raise UserInputError(f"{method} has no option {key!r}; its options are: {known}")
+
+
+def new_conv(
+    like: nn.Conv2d,
+    in_channels: int,
+    out_channels: int,
+    weight: torch.Tensor,
+    *,
+    spatial: bool,
+    groups: int,
+    bias: torch.Tensor | None = None,
+) -> nn.Conv2d:
+    """A conv with ``like``'s dtype and device holding ``weight`` (and ``bias``).
+
+    ``spatial=True`` copies ``like``'s kernel size, stride, padding, dilation and padding
+    mode; ``spatial=False`` makes a plain 1×1 conv. Where the spatial conv sits between
+    1×1 convs, padding still commutes with the pointwise (bias-free) factors before it.
+    """
+    ref = like.weight
+    if spatial:
+        conv = nn.Conv2d(
+            in_channels, out_channels, like.kernel_size, stride=like.stride, padding=like.padding,
+            dilation=like.dilation, groups=groups, bias=bias is not None,
+            padding_mode=like.padding_mode, device=ref.device, dtype=ref.dtype,
+        )
+    else:
+        conv = nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=bias is not None,
+                         device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight.reshape(conv.weight.shape))
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv

@@ -1,0 +1,453 @@
+"""An Android phone or board reached over ADB, timing models with a pushed runner binary."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from latbench.artifact import Artifact, sha256_file
+from latbench.bench.measurement import Measurement
+from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.devices.adb import state as state_mod
+from latbench.devices.adb.parsers import RunnerOutputError
+from latbench.devices.adb.runners import RUNNERS, Runner, infer_runner_kind
+from latbench.devices.adb.transport import AdbConnection, DeviceTimeoutError, ShellResult
+from latbench.devices.base import Device
+from latbench.exceptions import DeviceError, UserInputError
+from latbench.registry import suggest
+
+__all__ = ["AdbDevice", "PROFILE_OPTIONS"]
+
+_NUMBER = (int, float)
+
+#: Profile keys the ``adb`` kind accepts, with their types.
+PROFILE_OPTIONS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "description": (str,),
+    "host": (str,), "serial": (str,), "adbkey": (str,),
+    "runner": (str,), "runner_kind": (str,), "runtime_version": (str,), "provider": (str,),
+    "threads": (int,), "cpus": (str, int), "remote_dir": (str,), "runs_per_call": (int,),
+    "timeout_s": _NUMBER, "io_timeout_s": _NUMBER, "auth_timeout_s": _NUMBER,
+    "cooldown_temp_c": _NUMBER, "cooldown_timeout_s": _NUMBER, "cooldown_poll_s": _NUMBER,
+    "throttle_temp_c": _NUMBER,
+}
+
+DEFAULT_REMOTE_DIR = "/data/local/tmp/latbench"
+
+
+def _normalise_mask(name: str, cpus: str | int) -> str:
+    text = format(cpus, "x") if isinstance(cpus, int) else cpus.strip().lower()
+    text = text.removeprefix("0x")
+    try:
+        state_mod.cpus_from_mask(text)
+    except ValueError:
+        raise UserInputError(f"device {name!r}: cpus = {cpus!r} is not a taskset mask; use hex "
+                             f"like \"f0\" (CPUs 4-7)") from None
+    return text
+
+
+class AdbDevice(Device):
+    """A device over ADB that times models with ``onnxruntime_perf_test`` or ``benchmark_model``.
+
+    The runner binary (a local file) and each model are pushed once into ``remote_dir``
+    under names carrying their sha256, and reused while the hash matches. Every run is
+    pinned with ``taskset`` and an explicit thread count; the CPU governors, clocks,
+    temperatures, battery and battery-saver state are read before and after it.
+
+    Parameters
+    ----------
+    name : str
+        Profile name.
+    runner : str
+        Local path of the runner binary (pushed), or an absolute path on the device of one
+        already there.
+    host, serial : str, optional
+        ``"IP:port"`` (TCP) or USB serial; with neither, the single USB device attached.
+    runner_kind : {"ort", "tflite"}, optional
+        Inferred from the runner's file name when left out.
+    threads : int, optional
+        Runner threads (default: the number of CPUs in ``cpus``).
+    cpus : str or int, optional
+        ``taskset`` hex mask (default: the cores with the highest maximum clock).
+    provider : str
+        Execution provider / delegate, ``cpu`` by default.
+    remote_dir : str
+        Absolute directory on the device for runners, models and results.
+    timeout_s : float
+        Limit of one runner call in seconds.
+    io_timeout_s, auth_timeout_s : float
+        Limits of connecting, pushing and short commands; of accepting the key, in seconds.
+    cooldown_temp_c : float, optional
+        Wait before timing until the hottest CPU zone is under this (°C) ...
+    cooldown_timeout_s, cooldown_poll_s : float
+        ... for at most this long, polling this often (seconds).
+    throttle_temp_c : float
+        CPU zone temperature (°C) that flags a run as throttled.
+    adbkey : str, optional
+        ADB private key (default ``~/.android/adbkey``; generated when missing).
+    runs_per_call : int
+        ``benchmark_model`` runs per call (1-3), see :mod:`latbench.devices.adb.runners`.
+    runtime_version : str, optional
+        The runner's version, when known; otherwise its name and sha256 stand in.
+    """
+
+    kind = "adb"
+
+    def __init__(self, name: str, *, runner: str, host: str | None = None,
+                 serial: str | None = None, runner_kind: str | None = None,
+                 threads: int | None = None, cpus: str | int | None = None,
+                 provider: str = "cpu", remote_dir: str = DEFAULT_REMOTE_DIR,
+                 timeout_s: float = 600.0, io_timeout_s: float = 10.0,
+                 auth_timeout_s: float = 30.0, cooldown_temp_c: float | None = None,
+                 cooldown_timeout_s: float = 300.0, cooldown_poll_s: float = 5.0,
+                 throttle_temp_c: float = state_mod.DEFAULT_THROTTLE_TEMP_C,
+                 adbkey: str | None = None, runs_per_call: int = 3,
+                 runtime_version: str | None = None) -> None:
+        self.name = name
+        if not remote_dir.startswith("/"):
+            raise UserInputError(f"device {name!r}: remote_dir must be an absolute path on the "
+                                 f"device, got {remote_dir!r}")
+        if threads is not None and threads < 1:
+            raise UserInputError(f"device {name!r}: threads must be at least 1, got {threads}")
+        for key, value in (("timeout_s", timeout_s), ("io_timeout_s", io_timeout_s),
+                           ("auth_timeout_s", auth_timeout_s)):
+            if value <= 0:
+                raise UserInputError(f"device {name!r}: {key} must be positive, got {value}")
+        self.runner_path = runner
+        kind = runner_kind or infer_runner_kind(runner)
+        runner_cls = RUNNERS.get(kind)
+        self.remote_dir = remote_dir.rstrip("/") or "/"
+        self.threads = threads
+        self.cpu_mask = _normalise_mask(name, cpus) if cpus is not None else None
+        self.provider = provider
+        self.timeout_s = float(timeout_s)
+        self.cooldown_temp_c = cooldown_temp_c
+        self.cooldown_timeout_s = float(cooldown_timeout_s)
+        self.cooldown_poll_s = float(cooldown_poll_s)
+        self.throttle_temp_c = float(throttle_temp_c)
+        self._runtime_version = runtime_version
+        self._local_runner = Path(runner).expanduser()
+        self._runner_sha: str | None = None
+        if self._local_runner.is_file():
+            remote = posixpath.join(self.remote_dir, self._remote_runner_name())
+        elif runner.startswith("/"):
+            remote = runner  # already on the device; checked when first used
+        else:
+            raise UserInputError(f"device {name!r}: runner {runner!r} is not a file; give the "
+                                 f"local path of the runner binary (or an absolute path on the "
+                                 f"device)")
+        extra = {"runs_per_call": runs_per_call} if kind == "tflite" else {}
+        self.runner: Runner = runner_cls(remote, provider=provider, **extra)
+        self.conn = AdbConnection(name, host=host, serial=serial, adbkey=adbkey,
+                                  io_timeout_s=io_timeout_s, auth_timeout_s=auth_timeout_s)
+        self._identity: dict[str, str] | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_profile(cls, name: str, profile: Mapping[str, Any]) -> "AdbDevice":
+        """Build the device from a ``kind = "adb"`` profile table.
+
+        Raises
+        ------
+        UserInputError
+            If a key is unknown or of the wrong type, or ``runner`` is missing.
+        """
+        for key, value in profile.items():
+            if key not in PROFILE_OPTIONS:
+                raise UserInputError(f"[{name}] unknown key {key!r}"
+                                     f"{suggest(key, list(PROFILE_OPTIONS))} for kind 'adb'; "
+                                     f"allowed: {', '.join(sorted(PROFILE_OPTIONS))}")
+            types = PROFILE_OPTIONS[key]
+            if not isinstance(value, types) or isinstance(value, bool):
+                want = " or ".join(t.__name__ for t in types)
+                raise UserInputError(f"[{name}] {key} must be {want}, got {value!r}")
+        if "runner" not in profile:
+            raise UserInputError(f"[{name}] kind 'adb' needs runner = \"path/to/"
+                                 f"onnxruntime_perf_test\" (or benchmark_model)")
+        opts = {k: v for k, v in profile.items() if k not in ("kind", "description")}
+        return cls(name, **opts)
+
+    # ------------------------------------------------------------------------ helpers
+    def _remote_runner_name(self) -> str:
+        return f"{self._local_runner.name}-{self._local_sha()[:12]}"
+
+    def _local_sha(self) -> str:
+        if self._runner_sha is None:
+            self._runner_sha = sha256_file(self._local_runner)
+        return self._runner_sha
+
+    @property
+    def pushes_runner(self) -> bool:
+        """Whether the runner is a local file that latbench pushes."""
+        return self._local_runner.is_file()
+
+    def runtime_version(self) -> str:
+        """The runner's version if configured, else ``name sha256:<12 hex>`` (may ask the device)."""
+        if self._runtime_version:
+            return self._runtime_version
+        if self.pushes_runner:
+            return f"{self._local_runner.name} sha256:{self._local_sha()[:12]}"
+        r = self.conn.shell(f"sha256sum {shlex.quote(self.runner.remote_path)}",
+                            what="hashing the runner")
+        digest = r.output.split()[0] if r.rc == 0 and r.output.split() else "unknown"
+        self._runtime_version = f"{self.runner.name} sha256:{digest[:12]}"
+        return self._runtime_version
+
+    def _identity_props(self) -> dict[str, str]:
+        if self._identity is None:
+            r = self.conn.shell("getprop", what="reading device properties")
+            props = state_mod.parse_getprop(r.output)
+            if r.rc != 0 or not props:
+                raise DeviceError(f"device {self.name!r}: 'getprop' gave no properties; is this "
+                                  f"an Android device?")
+            self._identity = props
+        return self._identity
+
+    def _read_state(self, cpus: list[int]) -> dict[str, Any]:
+        r = self.conn.shell(state_mod.STATE_COMMAND, what="reading CPU/thermal/battery state")
+        return state_mod.parse_state(r.output, pinned_cpus=cpus,
+                                     throttle_temp_c=self.throttle_temp_c)
+
+    def resolve_cpus(self) -> tuple[str, list[int]]:
+        """The ``taskset`` mask and its CPUs; without ``cpus``, the fastest cores (asks the device).
+
+        Raises
+        ------
+        DeviceError
+            If ``cpus`` is not set and the device reports no CPU frequencies.
+        """
+        if self.cpu_mask is None:
+            top = self._read_state([]).get("cpuinfo_max_freq_khz", {})
+            if not top:
+                raise DeviceError(f"device {self.name!r} reports no CPU frequencies; set cpus = "
+                                  f"\"f0\" (a taskset mask) in the profile")
+            best = max(top.values())
+            chosen = sorted(int(c[3:]) for c, f in top.items() if f == best)
+            self.cpu_mask = format(sum(1 << c for c in chosen), "x")
+        return self.cpu_mask, state_mod.cpus_from_mask(self.cpu_mask)
+
+    def _snapshot(self, cpus: list[int], extra_state: Mapping[str, Any] | None = None
+                  ) -> DeviceInfo:
+        props = self._identity_props()
+        st = self._read_state(cpus)
+        st["cpu_mask"] = self.cpu_mask
+        if extra_state:
+            st.update(extra_state)
+            if extra_state.get("cooldown", {}).get("cooled") is False:
+                st["throttle_reasons"] = [*st["throttle_reasons"],
+                                          f"did not cool under {self.cooldown_temp_c} °C"]
+                st["throttled"] = True
+        soc = " ".join(p for p in (props.get("ro.soc.manufacturer", ""),
+                                   props.get("ro.soc.model", "")) if p) \
+            or props.get("ro.board.platform") or props.get("ro.hardware", "")
+        release, sdk = props.get("ro.build.version.release", ""), props.get("ro.build.version.sdk", "")
+        return DeviceInfo(
+            name=self.name, kind=self.kind, model=props.get("ro.product.model", ""), soc=soc,
+            os=f"Android {release} (SDK {sdk})" if release or sdk else "",
+            abi=props.get("ro.product.cpu.abi", ""),
+            fingerprint=props.get("ro.build.fingerprint", ""),
+            runtime_versions={self.runner.runtime: self.runtime_version()},
+            state=st,
+        )
+
+    # ---------------------------------------------------------------------- Device API
+    def info(self) -> DeviceInfo:
+        """Identity (``getprop``), runner version and current state of the device.
+
+        Raises
+        ------
+        DeviceError
+            If the device cannot be reached.
+        """
+        _, cpus = self.resolve_cpus()
+        return self._snapshot(cpus)
+
+    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
+                  repeats: int = 50) -> BenchSpec:
+        """The spec for timing ``artifact`` here (may ask the device for its CPUs).
+
+        Raises
+        ------
+        UserInputError
+            If ``threads`` < 1, ``repeats`` < 1 or ``warmup`` < 0.
+        """
+        n = threads if threads is not None else self.threads
+        if n is None:
+            n = len(self.resolve_cpus()[1])
+        if n < 1 or repeats < 1 or warmup < 0:
+            raise UserInputError(f"threads and repeats must be at least 1 and warmup at least 0, "
+                                 f"got threads={n}, repeats={repeats}, warmup={warmup}")
+        return BenchSpec(artifact_sha256=artifact.sha256, device=self.name,
+                         runtime=self.runner.runtime, runtime_version=self.runtime_version(),
+                         provider=self.provider, threads=int(n),
+                         input_shape=tuple(artifact.input_shape), warmup=int(warmup),
+                         repeats=int(repeats))
+
+    def _check_spec(self, artifact: Artifact, spec: BenchSpec) -> None:
+        problems = []
+        if spec.artifact_sha256 != artifact.sha256:
+            problems.append(f"it is for artifact {spec.artifact_sha256[:12]}, not "
+                            f"{artifact.sha256[:12]}")
+        if spec.device != self.name:
+            problems.append(f"it is for device {spec.device!r}")
+        if spec.runtime != self.runner.runtime:
+            problems.append(f"it asks for runtime {spec.runtime!r}, this runner is "
+                            f"{self.runner.runtime!r}")
+        if spec.provider != self.provider:
+            problems.append(f"it asks for provider {spec.provider!r}, not {self.provider!r}")
+        if spec.threads < 1 or spec.repeats < 1 or spec.warmup < 0:
+            problems.append("threads and repeats must be ≥ 1 and warmup ≥ 0")
+        if problems:
+            raise UserInputError(f"spec does not fit device {self.name!r}: {'; '.join(problems)}; "
+                                 f"make it with {self.name}.make_spec")
+
+    def _model_file(self, artifact: Artifact) -> Path:
+        suffix = self.runner.model_suffix
+        path = Path(artifact.path)
+        if path.suffix == suffix:
+            return path
+        alt = path.with_suffix(suffix)
+        if not alt.is_file():
+            raise UserInputError(f"runner {self.runner.name!r} needs a {suffix} model; convert "
+                                 f"{path.name} and put it at {alt}")
+        return alt
+
+    def _ensure_runner(self) -> None:
+        if self.pushes_runner:
+            self.conn.ensure_file(self._local_runner, self.runner.remote_path, self._local_sha(),
+                                  executable=True, timeout_s=self.timeout_s)
+            return
+        r = self.conn.shell(f"ls {shlex.quote(self.runner.remote_path)}",
+                            what="looking for the runner")
+        if r.rc != 0:
+            raise DeviceError(
+                f"device {self.name!r}: runner {self.runner.remote_path} is missing on the device "
+                f"(and is not a local file); set runner to the local path of the binary so "
+                f"latbench pushes it, or 'adb push' it there")
+
+    def _ensure_model(self, artifact: Artifact) -> str:
+        local = self._model_file(artifact)
+        sha = artifact.sha256 if local == Path(artifact.path) else sha256_file(local)
+        remote = posixpath.join(self.remote_dir, f"model-{sha[:16]}{self.runner.model_suffix}")
+        self.conn.ensure_file(local, remote, sha, timeout_s=self.timeout_s)
+        return remote
+
+    def _check_run(self, r: ShellResult) -> None:
+        name, path = self.runner.name, self.runner.remote_path
+        tail = _tail(r.output)
+        if r.rc is None:
+            raise DeviceError(f"device {self.name!r}: runner {name} ended without an exit status "
+                              f"(the shell was killed?); last output: {tail}")
+        if r.rc == 0:
+            return
+        if r.rc in (126, 127):
+            self.conn.forget(path)
+            hint = ("it will be pushed again on the next run" if self.pushes_runner else
+                    "set runner to the local binary so latbench pushes it")
+            raise DeviceError(f"device {self.name!r}: runner {path} is missing or not executable "
+                              f"(exit {r.rc}: {tail}); {hint}")
+        if r.rc > 128:
+            raise DeviceError(f"device {self.name!r}: runner {name} crashed (signal {r.rc - 128}); "
+                              f"last output: {tail}; check the model runs with this runner/ABI")
+        raise DeviceError(f"device {self.name!r}: runner {name} failed with exit status {r.rc}: "
+                          f"{tail}; check the runner's options and the model")
+
+    def _kill_runner(self) -> None:
+        # A timed-out runner may still hold the cores; stopping it is best effort.
+        try:
+            self.conn.shell(f"pkill -f {shlex.quote(self.runner.name)}",
+                            what="stopping the timed-out runner")
+        except DeviceError:
+            pass
+
+    def measure(self, artifact: Artifact, spec: BenchSpec, *,
+                progress: Callable[[int, int], None] | None = None) -> Measurement:
+        """Time ``artifact`` on the device as ``spec`` says.
+
+        Parameters
+        ----------
+        artifact : Artifact
+            The model (``.onnx``; for ``benchmark_model`` a ``.tflite`` beside it).
+        spec : BenchSpec
+            From :meth:`make_spec`.
+        progress : callable, optional
+            Called with (timed runs done, timed runs in all) after each runner call.
+
+        Returns
+        -------
+        Measurement
+            Per-run samples in seconds; ``extra`` holds the runner's own summary (seconds),
+            the runner command line, what was pushed, and any cooldown.
+
+        Raises
+        ------
+        UserInputError
+            If the spec does not fit this device, or a needed model file is missing.
+        DeviceError
+            Unreachable or unauthorised device, missing runner, runner crash or non-zero
+            exit, timeout, dropped connection, or unreadable runner output.
+        """
+        self._check_spec(artifact, spec)
+        mask, cpus = self.resolve_cpus()
+        pushed_before = len(self.conn.pushed)
+        self._ensure_runner()
+        remote_model = self._ensure_model(artifact)
+        extra_state: dict[str, Any] = {}
+        if self.cooldown_temp_c is not None:
+            cooled, waited, temp = state_mod.wait_for_cooldown(
+                lambda: self._read_state(cpus).get("max_cpu_temp_c"), self.cooldown_temp_c,
+                self.cooldown_timeout_s, poll_s=self.cooldown_poll_s, sleep=self._sleep)
+            extra_state["cooldown"] = {"cooled": cooled, "waited_s": waited, "temp_c": temp,
+                                       "threshold_c": self.cooldown_temp_c}
+        before = self._snapshot(cpus, extra_state)
+        calls = self.runner.invocations(remote_model, cpu_mask=mask, threads=spec.threads,
+                                        warmup=spec.warmup, repeats=spec.repeats,
+                                        work_dir=self.remote_dir)
+        total, done = sum(c.runs for c in calls), 0
+        outputs: list[str] = []
+        results: list[str | None] = []
+        for call in calls:
+            try:
+                r = self.conn.shell(call.command, timeout_s=self.timeout_s,
+                                    what=f"running {self.runner.name}")
+            except DeviceTimeoutError:
+                self._kill_runner()
+                raise
+            self._check_run(r)
+            outputs.append(r.output)
+            if call.result_file is not None:
+                res = self.conn.shell(f"cat {shlex.quote(call.result_file)}",
+                                      what="reading the runner's result file")
+                if res.rc != 0:
+                    raise DeviceError(f"device {self.name!r}: runner {self.runner.name} wrote no "
+                                      f"result file {call.result_file}: {_tail(res.output)}")
+                results.append(res.output)
+            else:
+                results.append(None)
+            done += call.runs
+            if progress is not None:
+                progress(done, total)
+        after = self._snapshot(cpus)
+        try:
+            parsed = self.runner.parse(outputs, results, warmup=spec.warmup, repeats=spec.repeats)
+        except RunnerOutputError as exc:
+            raise DeviceError(f"device {self.name!r}: cannot read {self.runner.name}'s output "
+                              f"({exc}); last output: {_tail(outputs[-1] if outputs else '')}"
+                              ) from None
+        extra = {**parsed.summary, "command": calls[0].command, "calls": len(calls),
+                 "pushed": self.conn.pushed[pushed_before:], **extra_state}
+        return Measurement(spec=spec, samples_s=parsed.samples_s, info_before=before,
+                           info_after=after, extra=extra)
+
+    def close(self) -> None:
+        """Close the ADB connection."""
+        self.conn.close()
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    kept = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no output)"

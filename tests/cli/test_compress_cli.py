@@ -1,0 +1,66 @@
+"""bench compress: JSON contract, ResNet-18's parameter count, outputs, one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from latbench.cli import main
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_json_report_of_resnet18_states_its_parameter_count(capsys):
+    code, out, _ = run(capsys, "compress", "resnet18", "--method", "svd", "--rank", "0.25",
+                       "--layers", "fc", "--json")
+    assert code in (0, None)
+    doc = json.loads(out)
+    assert {"params_before", "params_after", "macs_before", "macs_after", "seconds", "layers"} <= set(doc)
+    assert doc["params_before"] == 11_689_512
+    assert doc["macs_before"] == 1_814_073_344
+    (layer,) = doc["layers"]
+    assert {"name", "method", "rank", "params_before", "params_after", "rel_error"} <= set(layer)
+    assert layer["name"] == "fc" and layer["method"] == "svd" and layer["rank"] == [128]
+    # truncated SVD of a 1000×512 linear at k=128: k(m+n)+bias parameters
+    assert layer["params_after"] == 128 * (512 + 1000) + 1000
+    assert doc["params_after"] == doc["params_before"] - layer["params_before"] + layer["params_after"]
+
+
+def test_writes_onnx_and_torch_module(capsys, tmp_path):
+    arch = "nb201:|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    onnx_path, pt_path = tmp_path / "v.onnx", tmp_path / "v.pt"
+    code, out, _ = run(capsys, "compress", arch, "--method", "tucker2", "--rank", "0.5",
+                       "--layers", "cells.0.*", "--out", str(onnx_path), "--save", str(pt_path))
+    assert code in (0, None)
+    assert onnx_path.stat().st_size > 0
+    model = torch.load(pt_path, weights_only=False)
+    assert any(type(m).__name__ == "LowRankSequential" for m in model.modules())
+    assert "params" in out and "tucker2" in out
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["compress", "resnet-18", "--method", "svd", "--rank", "4"], 2, "unknown model 'resnet-18'"),
+    (["compress", "resnet18", "--method", "tuker2", "--rank", "4"], 2, "did you mean 'tucker2'"),
+    (["compress", "resnet18", "--method", "svd", "--rank", "0"], 2, "rank"),
+    (["compress", "resnet18", "--method", "svd", "--rank", "1.5"], 2, "rank"),
+    (["compress", "resnet18", "--method", "svd", "--rank", "abc"], 2, "rank"),
+    (["compress", "resnet18", "--method", "svd"], 2, "--rank"),
+    (["compress", "resnet18", "--method", "svd", "--rank", "4", "--input", "1x3xbig"], 2, "input shape"),
+])
+def test_bad_input_is_one_line_without_traceback(capsys, args, code, text):
+    got, _, err = run(capsys, *args)
+    assert got == code
+    assert err.startswith("error: ") and text in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code in (0, None) and out.startswith("latbench ")
+    code, out, _ = run(capsys, "--help")
+    assert "compress" in out and "sweep" in out

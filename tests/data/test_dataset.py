@@ -1,0 +1,141 @@
+"""load_dataset: the contract the predictors code against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from latbench.bench.measurement import Measurement
+from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.data.dataset import MODEL_ID_COLUMNS, Dataset, load_dataset, model_feature_names
+from latbench.data.export import export_table, flat_table
+from latbench.data.features import LAYER_COLUMNS, layer_key, model_features
+from latbench.data.nb201_import import NB201Featurizer, import_nb201
+from latbench.data.store import Store
+from latbench.exceptions import UserInputError
+
+DEV_CSV = Path("/work/shared/datasets/nb201/latbench_nb201_dev.csv")
+
+
+def _measurement(ms: float) -> Measurement:
+    spec = BenchSpec(artifact_sha256="h", device="cpu", runtime="onnxruntime", runtime_version="1.20",
+                     provider="CPUExecutionProvider", threads=1, input_shape=(1, 3, 32, 32))
+    info = DeviceInfo(name="cpu", kind="cpu")
+    return Measurement(spec=spec, samples_s=(ms / 1e3,) * 3, info_before=info, info_after=info,
+                       timestamp=1.0)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """40 NB201 rows on two imported devices, plus one measured variant with a layer latency."""
+    if not DEV_CSV.is_file():
+        pytest.skip("the NAS-Bench-201 development set is not available")
+    tmp = tmp_path_factory.mktemp("ds")
+    src = pd.read_csv(DEV_CSV).sample(40, random_state=1)
+    csv = tmp / "nb.csv"
+    src.to_csv(csv, index=False)
+    path = tmp / "lat.db"
+    import_nb201(csv, latency_column="sd855_cpu_kryo485_int8_ms", device="sd855", db_path=path)
+    import_nb201(csv, latency_column="desktop_cpu_i7_7820x_fp32_ms", device="i7", db_path=path, limit=10)
+    table = NB201Featurizer().table(src["arch"].iloc[0])
+    with Store(path) as s:
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        v = s.add_variant("resnet_tiny", (1, 3, 32, 32), table.head(5), plan={"x": ["svd", 2]},
+                          method="svd", content_hash="art")
+        s.add_measurement(v, d, _measurement(2.5))
+        s.add_layer_measurement(d, table.iloc[1], _measurement(0.25))
+    return path, src
+
+
+def test_models_columns_and_values(db):
+    path, src = db
+    ds = load_dataset(path)
+    assert isinstance(ds, Dataset)
+    assert list(ds.models.columns) == MODEL_ID_COLUMNS + model_feature_names()
+    assert len(ds.models) == 40 + 10 + 1
+    sd = ds.models[ds.models["device"] == "sd855"]
+    assert sd["source_model"].tolist() == ["nb201:" + a for a in src["arch"]]
+    assert sd["latency_ms"].tolist() == pytest.approx(src["sd855_cpu_kryo485_int8_ms"].tolist())
+    assert set(sd["input_shape"]) == {"1x3x32x32"} and set(sd["method"]) == {"none"}
+    # Model features are those of the network's own layer table.
+    f = NB201Featurizer()
+    expected = model_features(f.table(src["arch"].iloc[3]))
+    row = sd.iloc[3]
+    assert {k: row[k] for k in expected} == pytest.approx(expected)
+    assert ds.models["measurement_id"].is_unique
+
+
+def test_layers_and_layer_tables_match_the_featuriser(db):
+    path, src = db
+    ds = load_dataset(path, device="sd855")
+    assert list(ds.layers.columns) == ["variant_id", "layer_index"] + LAYER_COLUMNS
+    f = NB201Featurizer()
+    ids = ds.models["variant_id"].tolist()
+    tables = ds.layer_tables(ids[::-1])  # any order, in the order asked
+    for arch, t in zip(src["arch"].tolist()[::-1], tables):
+        pd.testing.assert_frame_equal(t, f.table(arch))
+    assert len(ds.layers) == sum(len(t) for t in tables)
+    first = ds.layers[ds.layers["variant_id"] == ids[0]]
+    assert first["layer_index"].tolist() == list(range(len(first)))
+
+
+def test_layer_tables_repeat_ids_and_reject_unknown(db):
+    ds = load_dataset(db[0], device="sd855")
+    vid = int(ds.models["variant_id"].iloc[0])
+    a, b = ds.layer_tables([vid, vid])
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(UserInputError, match="has no layers in this dataset"):
+        ds.layer_tables([10_000_000])
+
+
+def test_device_filter_and_unknown_device(db):
+    ds = load_dataset(db[0], device="i7")
+    assert set(ds.models["device"]) == {"i7"} and len(ds.models) == 10
+    assert ds.layers["variant_id"].nunique() == 10
+    assert ds.layer_latency.empty and list(ds.layer_latency.columns) == \
+        ["device", "layer_key", "latency_ms"] + LAYER_COLUMNS
+    with pytest.raises(UserInputError, match="device 'nope' is not in .*devices: sd855, i7, cpu"):
+        load_dataset(db[0], device="nope")
+
+
+def test_layer_latency_rows(db):
+    ds = load_dataset(db[0], device="cpu")
+    ll = ds.layer_latency
+    assert len(ll) == 1 and ll["latency_ms"].iloc[0] == pytest.approx(0.25)
+    assert ll["layer_key"].iloc[0] == layer_key(ll.iloc[0])
+    measured = ds.models.iloc[0]
+    assert (measured["method"], measured["latency_ms"]) == ("svd", pytest.approx(2.5))
+    assert len(ds.layer_tables([measured["variant_id"]])[0]) == 5
+
+
+def test_missing_database_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_dataset(tmp_path / "none.db")
+
+
+def test_empty_database_gives_empty_frames_with_columns(tmp_path):
+    Store(tmp_path / "e.db").close()
+    ds = load_dataset(tmp_path / "e.db")
+    assert ds.models.empty and list(ds.models.columns) == MODEL_ID_COLUMNS + model_feature_names()
+    assert ds.layers.empty and ds.layer_tables([]) == []
+
+
+def test_export_flat_table_csv_and_parquet(db, tmp_path):
+    path, _ = db
+    flat = flat_table(path)
+    assert len(flat) == 51
+    for c in ("device", "device_kind", "content_hash", "plan", "runtime", "threads", "source",
+              "latency_ms", "p90_ms", "confident", "macs", "n_conv3x3"):
+        assert c in flat.columns
+    svd = flat[flat["method"] == "svd"].iloc[0]
+    assert svd["plan"] == '{"x":["svd",2]}' and bool(svd["confident"]) is True
+    assert flat[flat["device"] == "sd855"]["confident"].isna().all()  # unknown for imports
+    assert export_table(path, tmp_path / "o.csv", "csv") == 51
+    assert export_table(path, tmp_path / "o.parquet", "parquet") == 51
+    back = pd.read_parquet(tmp_path / "o.parquet")
+    assert back["latency_ms"].tolist() == pytest.approx(flat["latency_ms"].tolist())
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 51
+    with pytest.raises(UserInputError, match="unknown export format 'xlsx'"):
+        export_table(path, tmp_path / "o.x", "xlsx")

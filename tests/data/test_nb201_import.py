@@ -1,0 +1,143 @@
+"""NAS-Bench-201 import: exact fast featuriser, idempotent import, clear CSV errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from latbench.data.features import layer_table
+from latbench.data.nb201_import import NB201_INPUT_SHAPE, NB201Featurizer, import_nb201, read_nb201_csv
+from latbench.data.store import Store
+from latbench.exceptions import UserInputError
+from latbench.models.nb201 import build_nb201
+
+DEV_CSV = Path("/work/shared/datasets/nb201/latbench_nb201_dev.csv")
+COL = "sd855_cpu_kryo485_int8_ms"
+ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+NO_LIVE_EDGE = "|none~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|"
+DEAD_EDGES = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|"
+
+
+@pytest.fixture(scope="module")
+def sample_csv(tmp_path_factory) -> Path:
+    """120 real rows (a seeded sample of the development set)."""
+    if not DEV_CSV.is_file():
+        pytest.skip("the NAS-Bench-201 development set is not available")
+    df = pd.read_csv(DEV_CSV).sample(120, random_state=0)
+    p = tmp_path_factory.mktemp("nb201") / "nb201_sample.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize("arch", [ALL_CONV, NO_LIVE_EDGE, DEAD_EDGES,
+                                  "|skip_connect~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|none~0|"
+                                  "skip_connect~1|avg_pool_3x3~2|"])
+def test_fast_featurizer_equals_layer_table_of_the_built_network(arch):
+    expected = layer_table(build_nb201(arch), NB201_INPUT_SHAPE)
+    pd.testing.assert_frame_equal(NB201Featurizer().table(arch), expected)
+
+
+def test_fast_featurizer_equals_exact_path_on_real_architectures(sample_csv):
+    archs = pd.read_csv(sample_csv)["arch"].head(8).tolist()
+    fast, exact = NB201Featurizer(), NB201Featurizer(exact=True)
+    for a in archs:
+        pd.testing.assert_frame_equal(fast.table(a), exact.table(a))
+
+
+def test_featurizer_caches_by_live_edges():
+    f = NB201Featurizer()
+    # Dead edges (into node 2 when node 2 does not reach the output) are not built.
+    a = "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|none~1|none~2|"
+    b = "|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|none~1|none~2|"
+    assert f.cell_key(a) == f.cell_key(b)
+    assert f.table(a) is f.table(b)
+    assert len(f) == 1
+
+
+def test_bad_arch_string_is_a_user_error():
+    with pytest.raises(UserInputError, match="bad NAS-Bench-201 architecture"):
+        NB201Featurizer().table("|conv~0|+|")
+
+
+def test_import_writes_variants_measurements_and_an_imported_device(tmp_path, sample_csv):
+    db = tmp_path / "lat.db"
+    seen = []
+    r = import_nb201(sample_csv, latency_column=COL, device="sd855", db_path=db, limit=50,
+                     progress=lambda done, total: seen.append((done, total)))
+    assert (r.rows, r.imported, r.skipped, r.invalid) == (50, 50, 0, 0)
+    assert seen[-1] == (50, 50) and len(seen) == 50
+    with Store(db) as s:
+        c = s.counts()
+        assert c["variants"] == 50 and c["measurements"] == 50 and c["devices"] == 1
+        assert c["layer_tables"] <= r.layer_tables <= 50
+        dev = s.device_info("sd855")
+        assert dev["kind"] == "imported"
+        assert dev["info"]["state"]["latency_column"] == COL
+        assert dev["info"]["state"]["source_file"].endswith("nb201_sample.csv")
+        got = pd.read_sql("SELECT v.source_model, m.median_ms, m.source, v.input_shape FROM measurements m "
+                          "JOIN variants v ON v.id = m.variant_id ORDER BY m.id", s.connection)
+    src = pd.read_csv(sample_csv).head(50)
+    assert got["source_model"].tolist() == ["nb201:" + a for a in src["arch"]]
+    assert got["median_ms"].tolist() == pytest.approx(src[COL].tolist())
+    assert set(got["source"]) == {"imported:nb201_sample.csv"}
+    assert set(got["input_shape"]) == {"1x3x32x32"}
+
+
+def test_import_is_idempotent_and_resumes(tmp_path, sample_csv):
+    db = tmp_path / "lat.db"
+    import_nb201(sample_csv, latency_column=COL, device="sd855", db_path=db, limit=30)
+    again = import_nb201(sample_csv, latency_column=COL, device="sd855", db_path=db, limit=60)
+    assert (again.imported, again.skipped) == (30, 30)
+    with Store(db) as s:
+        assert s.counts()["measurements"] == 60
+        assert s.counts()["variants"] == 60
+
+
+def test_second_device_reuses_variants(tmp_path, sample_csv):
+    db = tmp_path / "lat.db"
+    import_nb201(sample_csv, latency_column=COL, device="sd855", db_path=db, limit=20)
+    import_nb201(sample_csv, latency_column="desktop_cpu_i7_7820x_fp32_ms", device="i7", db_path=db,
+                 limit=20)
+    with Store(db) as s:
+        assert s.counts()["variants"] == 20 and s.counts()["measurements"] == 40
+
+
+def test_same_device_name_from_another_column_is_refused(tmp_path, sample_csv):
+    db = tmp_path / "lat.db"
+    import_nb201(sample_csv, latency_column=COL, device="sd855", db_path=db, limit=5)
+    with pytest.raises(UserInputError, match="choose another --device name"):
+        import_nb201(sample_csv, latency_column="desktop_cpu_i7_7820x_fp32_ms", device="sd855",
+                     db_path=db, limit=5)
+
+
+def test_missing_column_lists_the_columns(tmp_path, sample_csv):
+    with pytest.raises(UserInputError, match=r"no column 'latency'; its columns are: arch, desktop_cpu"):
+        import_nb201(sample_csv, latency_column="latency", device="x", db_path=tmp_path / "l.db")
+
+
+def test_bad_csv_inputs_are_user_errors(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        read_nb201_csv(tmp_path / "nope.csv", "ms")
+    text = tmp_path / "t.csv"
+    text.write_text("arch,ms\n|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|,fast\n")
+    with pytest.raises(UserInputError, match="row 2: latency 'fast'"):
+        read_nb201_csv(text, "ms")
+    with pytest.raises(UserInputError, match="--limit must be positive"):
+        read_nb201_csv(text, "ms", limit=0)
+
+
+def test_bad_arch_row_is_reported_with_its_row(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("arch,ms\n|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|,1.5\n|bad|,2.0\n")
+    with pytest.raises(UserInputError, match="row 3: bad NAS-Bench-201 architecture"):
+        import_nb201(p, latency_column="ms", device="d", db_path=tmp_path / "l.db")
+
+
+def test_missing_latency_rows_are_counted_not_imported(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("arch,ms\n|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|,\n"
+                 "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|skip_connect~2|,0.5\n")
+    r = import_nb201(p, latency_column="ms", device="d", db_path=tmp_path / "l.db")
+    assert (r.imported, r.invalid) == (1, 1)
