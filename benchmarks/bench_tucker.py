@@ -11,7 +11,8 @@ Routes compared (all on the same randomly initialised ResNet-18, seed 0):
 * ``tensorly_partial_tucker`` — ``tensorly.decomposition.partial_tucker`` (modes 0, 1,
   its defaults: SVD init then HOOI until ``tol``).
 
-Usage: ``.venv/bin/python benchmarks/bench_tucker.py [--repeats 3] [--tensorly-repeats 1]``.
+Usage: ``.venv/bin/python benchmarks/bench_tucker.py [--repeats 3] [--tensorly-repeats 1]
+[--threads N]``.
 Each figure is the median over repeats of the wall time for all 16 convs, in seconds.
 """
 
@@ -70,7 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tensorly-repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from latbench.compress.tucker import METHOD, tucker2_factors
 

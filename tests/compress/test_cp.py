@@ -28,6 +28,9 @@ def _one_thread():
     torch.set_num_threads(before)
 
 # (in, out, kernel, conv kwargs): stride-2, padded, dilated, non-square, grouped, no bias.
+# torch's own note on even kernels with padding="same"; the geometry is still tested.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
 GEOMETRIES = [
     (8, 6, (3, 3), dict()),
     (8, 6, (3, 5), dict(stride=(2, 1), padding=(1, 2))),
@@ -148,6 +151,8 @@ def test_bad_ranks_are_clear_user_errors(method) -> None:
         method.decompose(layer, (2,), n_iter_max=0)
     with pytest.raises(UserInputError, match="no option"):
         method.decompose(layer, (2,), iterations=5)
+    with pytest.raises(UserInputError, match="line_search"):
+        method.decompose(layer, (2,), line_search="yes")
 
 
 @pytest.mark.parametrize("method", METHOD_OBJS, ids=lambda m: m.name)
@@ -179,10 +184,11 @@ def test_onnx_round_trip(method, tmp_path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("line_search", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_als_recovers_a_planted_rank(seed) -> None:
+def test_als_recovers_a_planted_rank(seed, line_search) -> None:
     x = _planted((20, 16, 3, 3), 6, 0.01, seed)
-    res = cp_als(x, 6, n_iter_max=300, tol=1e-9)
+    res = cp_als(x, 6, n_iter_max=300, tol=1e-9, line_search=line_search)
     assert res.rel_error < 0.013  # at the 1 % noise level
     assert res.notes == ()
     rebuilt = cp_to_tensor(res.factors)

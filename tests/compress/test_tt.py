@@ -11,6 +11,9 @@ from latbench.compress._base import METHODS, DecompositionMethod
 from latbench.compress.tt import METHOD as TT, tt_cores, tt_decompose_conv, tt_module_weight
 from latbench.exceptions import UserInputError
 
+# torch's own note on even kernels with padding="same"; the geometry is still tested.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+
 GEOMETRIES = [
     (8, 6, (3, 3), dict()),
     (8, 6, (3, 5), dict(stride=(2, 1), padding=(1, 2))),

@@ -86,7 +86,7 @@ def test_layer_tables_repeat_ids_and_reject_unknown(db):
     vid = int(ds.models["variant_id"].iloc[0])
     a, b = ds.layer_tables([vid, vid])
     pd.testing.assert_frame_equal(a, b)
-    with pytest.raises(UserInputError, match="has no layers in this dataset"):
+    with pytest.raises(UserInputError, match="is not in this dataset"):
         ds.layer_tables([10_000_000])
 
 
@@ -139,3 +139,22 @@ def test_export_flat_table_csv_and_parquet(db, tmp_path):
     assert len(pd.read_csv(tmp_path / "o.csv")) == 51
     with pytest.raises(UserInputError, match="unknown export format 'xlsx'"):
         export_table(path, tmp_path / "o.x", "xlsx")
+
+
+def test_variant_without_layers_keeps_numeric_layer_columns(tmp_path):
+    from latbench.data.features import layer_table
+    from torch import nn
+
+    db = tmp_path / "l.db"
+    with Store(db) as s:
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        empty = layer_table(nn.Identity(), (1, 3, 4, 4))
+        full = layer_table(nn.Sequential(nn.Conv2d(3, 2, 1)), (1, 3, 4, 4))
+        s.add_measurement(s.add_variant("id", (1, 3, 4, 4), empty, content_hash="e"), d, _measurement(1.0))
+        s.add_measurement(s.add_variant("conv", (1, 3, 4, 4), full, content_hash="f"), d, _measurement(2.0))
+    ds = load_dataset(db)
+    assert ds.layers["macs"].dtype == "int64" and len(ds.layers) == 1
+    by_model = dict(zip(ds.models["source_model"], ds.models["variant_id"]))
+    empty_t, full_t = ds.layer_tables([by_model["id"], by_model["conv"]])
+    assert empty_t.empty and list(empty_t.columns) == LAYER_COLUMNS
+    assert full_t["macs"].tolist() == [2 * 16 * 3]

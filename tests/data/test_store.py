@@ -13,7 +13,13 @@ from latbench.bench.measurement import Measurement
 from latbench.bench.spec import BenchSpec, DeviceInfo
 from latbench.data import schema
 from latbench.data.features import LAYER_COLUMNS, layer_key
-from latbench.data.store import Store, decode_layer_table, encode_layer_table, shape_str
+from latbench.data.store import (
+    Store,
+    decode_layer_table,
+    encode_layer_columns,
+    encode_layer_table,
+    shape_str,
+)
 from latbench.exceptions import StoreError, UserInputError
 
 SHAPE = (1, 3, 32, 32)
@@ -107,6 +113,15 @@ def test_layer_table_codec_round_trips_and_hashes_content():
     assert encode_layer_table(layers(5, width=16))[1] != h
     with pytest.raises(StoreError, match="corrupt"):
         decode_layer_table(b"not a table")
+
+
+def test_column_encoder_gives_the_same_bytes_as_the_frame_encoder():
+    t = layers(4)
+    t["ratio"] = [0.5, 1.5, 2.0, 3.25]  # a float column round-trips too
+    cols = {c: t[c].to_numpy(dtype=object if c in ("name", "op") else None) for c in t.columns}
+    assert encode_layer_columns(cols) == encode_layer_table(t)
+    back = decode_layer_table(encode_layer_table(t)[0])
+    assert back["ratio"].tolist() == [0.5, 1.5, 2.0, 3.25] and back["macs"].dtype == np.int64
 
 
 def test_add_device_is_idempotent_and_kind_conflicts_are_refused(tmp_path):

@@ -30,9 +30,13 @@ def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...
     r = {k: (v if k in ("op", "name") else int(v)) for k, v in dict(row).items()}
     op = r["op"]
     if op in ("conv", "dwconv"):
+        padding: str | tuple[int, int] = (r["pad_h"], r["pad_w"])
+        if r["pad_h"] < 0 or r["pad_w"] < 0:  # the table's mark of padding="same"/"valid"
+            same = r.get("out_h", -1) == r["in_h"] and r.get("out_w", -1) == r["in_w"]
+            padding = "same" if same and (r["stride_h"], r["stride_w"]) == (1, 1) else "valid"
         layer: nn.Module = nn.Conv2d(
             r["in_channels"], r["out_channels"], (r["kernel_h"], r["kernel_w"]),
-            stride=(r["stride_h"], r["stride_w"]), padding=(max(r["pad_h"], 0), max(r["pad_w"], 0)),
+            stride=(r["stride_h"], r["stride_w"]), padding=padding,
             dilation=(r["dilation_h"], r["dilation_w"]), groups=r["groups"], bias=bool(r["bias"]))
         return layer, (1, r["in_channels"], r["in_h"], r["in_w"])
     if op == "linear":

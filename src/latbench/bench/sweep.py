@@ -8,11 +8,13 @@ loses at most the variant in flight.
 
 from __future__ import annotations
 
+import gc
 import random
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "
 
 DEFAULT_METHODS = ("tucker2", "cp", "svd")
 DEFAULT_RANKS = (0.25, 0.5)
+_OPTION_TYPES: dict[str, type] = {"random_plans": int, "per_layer": bool, "layers": str,
+                                  "threads": int, "warmup": int, "repeats": int, "seed": int}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,12 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class SweepEvent:
-    """Progress: ``status`` is ``measured``, ``skipped`` or ``failed``; ``median_ms`` if measured."""
+    """Progress of one item.
+
+    ``phase`` is ``variants`` or ``layers`` (layers measured alone); ``status`` is
+    ``measured``, ``skipped`` (already stored) or ``failed``; ``median_ms`` is set if measured,
+    ``error`` if failed. ``done`` of ``total`` items of the phase are finished.
+    """
 
     done: int
     total: int
@@ -69,21 +78,26 @@ class SweepEvent:
     status: str
     median_ms: float | None = None
     error: str | None = None
+    phase: str = "variants"
 
 
 @dataclass
 class SweepSummary:
+    """What a sweep did: counts of variants and layers, and seconds spent per stage."""
+
     measured: int = 0
     skipped: int = 0
     failed: int = 0
     layers_measured: int = 0
     layers_skipped: int = 0
+    layers_failed: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"compress": 0.0, "export": 0.0,
                                                                "measure": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
                 "layers_measured": self.layers_measured, "layers_skipped": self.layers_skipped,
+                "layers_failed": self.layers_failed,
                 "seconds": dict(self.seconds)}
 
 
@@ -115,26 +129,52 @@ def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
         raise UserInputError(f"sweep config {str(p)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"sweep config {str(p)!r} is not valid TOML: {exc}") from None
+    where = f"sweep config {str(p)!r}"
+    unknown = sorted(set(data) - {"models", *_OPTION_TYPES})
+    if unknown:
+        raise UserInputError(f"{where}: unknown option {unknown[0]!r}; known: "
+                             f"models, {', '.join(_OPTION_TYPES)}")
     models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise UserInputError(f"sweep config {str(p)!r} needs at least one [[models]] table with a name")
+    if not isinstance(models, list) or not models or not all(isinstance(e, dict) for e in models):
+        raise UserInputError(f"{where} needs at least one [[models]] table with a name")
     targets = []
     for entry in models:
-        if "name" not in entry:
-            raise UserInputError(f"sweep config {str(p)!r}: every [[models]] table needs a name")
+        extra = sorted(set(entry) - {"name", "input", "inputs", "methods", "ranks"})
+        if extra:
+            raise UserInputError(f"{where}: unknown key {extra[0]!r} in [[models]]; known: "
+                                 "name, input, inputs, methods, ranks")
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise UserInputError(f"{where}: every [[models]] table needs a name")
         inputs = entry.get("inputs") or ([entry["input"]] if "input" in entry else [])
-        shapes = [parse_shape_str(s) for s in inputs] if inputs else [default_input_shape(entry["name"])]
-        methods = tuple(entry.get("methods", DEFAULT_METHODS))
-        ranks = parse_rank_range(entry["ranks"]) if "ranks" in entry else DEFAULT_RANKS
-        targets.extend(Target(entry["name"], tuple(s), methods, ranks) for s in shapes)
-    options = {k: data[k] for k in ("random_plans", "per_layer", "layers", "threads", "warmup",
-                                    "repeats", "seed") if k in data}
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        shapes = [parse_shape_str(str(s)) for s in inputs] if inputs else [default_input_shape(entry["name"])]
+        methods = entry.get("methods", DEFAULT_METHODS)
+        if isinstance(methods, str):
+            methods = [m.strip() for m in methods.split(",") if m.strip()]
+        ranks = entry.get("ranks")
+        if ranks is None:
+            rank_values = DEFAULT_RANKS
+        elif isinstance(ranks, list):
+            rank_values = parse_rank_range(",".join(str(r) for r in ranks))
+        else:
+            rank_values = parse_rank_range(str(ranks))
+        targets.extend(Target(entry["name"], tuple(s), tuple(methods), rank_values) for s in shapes)
+    options = {k: data[k] for k in _OPTION_TYPES if k in data}
+    for k, v in options.items():
+        want = _OPTION_TYPES[k]
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise UserInputError(f"{where}: {k} = {v!r} should be a{'n' if want is int else ''} "
+                                 f"{want.__name__}")
     options.update({k: v for k, v in overrides.items() if v is not None})
     return SweepConfig(tuple(targets), **options)
 
 
 def plan_sweep(config: SweepConfig, resolve: Callable[[str], nn.Module]) -> list[Variant]:
-    """Every variant of the sweep, in order: per target the original, uniform plans, random plans."""
+    """Every variant of the sweep, in order: per target the original, uniform plans, random plans.
+
+    A variant that occurs twice (a repeated rank, two equal random plans) is listed once.
+    """
     out: list[Variant] = []
     for t in config.targets:
         out.extend(uniform_variants(t.model, t.input_shape, t.methods, t.ranks,
@@ -145,7 +185,26 @@ def plan_sweep(config: SweepConfig, resolve: Callable[[str], nn.Module]) -> list
             for i in range(config.random_plans):
                 plan = random_plan(net, t.methods, t.ranks, rng)
                 out.append(Variant(t.model, t.input_shape, plan, "mixed", f"random#{i}", config.seed))
-    return out
+    seen: set[str] = set()
+    return [v for v in out if not (v.key in seen or seen.add(v.key))]
+
+
+def _check_config(config: SweepConfig) -> None:
+    if not config.targets:
+        raise UserInputError("the sweep has no models: give --model or a --config with [[models]]")
+    if config.threads is not None and config.threads < 1:
+        raise UserInputError(f"--threads must be at least 1, got {config.threads}")
+    if config.repeats < 1:
+        raise UserInputError(f"--repeats must be at least 1, got {config.repeats}")
+    if config.warmup < 0:
+        raise UserInputError(f"--warmup must be 0 or more, got {config.warmup}")
+    if config.random_plans < 0:
+        raise UserInputError(f"--random-plans must be 0 or more, got {config.random_plans}")
+    for t in config.targets:
+        if not t.methods:
+            raise UserInputError(f"no methods given for {t.model!r}: give e.g. tucker2,cp,svd")
+        if not t.ranks:
+            raise UserInputError(f"no ranks given for {t.model!r}: give e.g. 0.25,0.5")
 
 
 def run_sweep(
@@ -159,8 +218,31 @@ def run_sweep(
 ) -> SweepSummary:
     """Measure every variant of ``config`` on ``device`` into the store at ``db``.
 
+    Each variant's row (variant, layer table, measurement) is committed as soon as it is
+    measured, and what the store already holds for this device, runtime and thread count is
+    skipped, so a rerun after Ctrl-C or ``kill -9`` loses at most the variant in flight.
     Failures to compress or export one variant are recorded in the store and the sweep
     goes on; a device failure stops the sweep (what was measured stays; rerun to resume).
+
+    Parameters
+    ----------
+    config : SweepConfig
+    device : str
+        Device name (``cpu``, ``cuda`` or a ``devices.toml`` profile).
+    db : str or Path
+        The SQLite latency store; created if missing.
+    devices_file : str or Path, optional
+        The ``devices.toml`` to read profiles from.
+    workdir : str or Path, optional
+        Where ONNX files are written (each is deleted once measured); a temporary directory
+        by default.
+    progress : callable, optional
+        Called with a :class:`SweepEvent` after each variant and each layer.
+
+    Returns
+    -------
+    SweepSummary
+        Counts, and seconds spent compressing, exporting and measuring (in seconds).
 
     Raises
     ------
@@ -176,6 +258,7 @@ def run_sweep(
     from latbench.devices.registry import get_device
     from latbench.models import resolve_model
 
+    _check_config(config)
     nets: dict[str, nn.Module] = {}
 
     def resolve(spec: str) -> nn.Module:
@@ -183,87 +266,120 @@ def run_sweep(
             nets[spec] = resolve_model(spec, seed=config.seed)
         return nets[spec]
 
-    for t in config.targets:
-        resolve(t.model)  # unknown model → error before anything is measured
+    for t in config.targets:  # an unknown model or a wrong input → error before any work
+        _check_runs(resolve(t.model), t)
     variants = plan_sweep(config, resolve)
     summary = SweepSummary()
-    tmp = tempfile.TemporaryDirectory(prefix="latbench-sweep-") if workdir is None else None
-    work = Path(tmp.name if tmp else workdir)
-    work.mkdir(parents=True, exist_ok=True)
     layer_rows: dict[str, dict] = {}
-    try:
-        with Store(db) as store, get_device(device, devices_file) as dev:
-            dev_id = store.add_device(dev.info())
+    # The device first: an unknown name must fail before a database file is created.
+    with get_device(device, devices_file) as dev, Store(db) as store, \
+            _workdir(workdir) as work, _frozen_heap():
+        dev_id = store.add_device(dev.info())
 
-            def spec_for(artifact: Artifact):
-                return dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
-                                     repeats=config.repeats)
+        def spec_for(artifact: Artifact):
+            return dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
+                                 repeats=config.repeats)
 
-            def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
-                if progress is not None:
-                    progress(SweepEvent(i, len(variants), v_label, status, med, err))
+        def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
+            if progress is not None:
+                progress(SweepEvent(i, len(variants), v_label, status, med, err))
 
-            for i, v in enumerate(variants, start=1):
-                key = v.key
-                probe = spec_for(Artifact(work / "probe.onnx", "", v.input_shape))
-                if store.has_measurement(key, v.input_shape, dev.name, probe.runtime,
-                                         probe.runtime_version, probe.threads):
-                    summary.skipped += 1
-                    if config.per_layer:
-                        _collect_layers(store, key, v.input_shape, layer_rows)
-                    emit(i, f"{v.model} {v.label}", "skipped")
-                    continue
-                stage = "compress"
-                try:
-                    t0 = time.perf_counter()
-                    net = resolve(v.model)
-                    if v.plan is not None:
-                        net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
-                    table = layer_table(net, v.input_shape)
-                    t1 = time.perf_counter()
-                    stage = "export"
-                    artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
-                    t2 = time.perf_counter()
-                except Exception as exc:  # one bad variant must not end a long sweep
-                    exc = exc if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
-                    summary.failed += 1
-                    store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                      content_hash=key, plan=v.plan)
-                    emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
-                    continue
-                summary.seconds["compress"] += t1 - t0
-                summary.seconds["export"] += t2 - t1
-                stage = "measure"
-                try:
-                    m = dev.measure(artifact, spec_for(artifact))
-                except DeviceError as exc:
-                    store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                      content_hash=key, plan=v.plan)
-                    raise DeviceError(
-                        f"{exc} — sweep stopped after {summary.measured} new measurements "
-                        f"({summary.skipped} already stored); everything measured is kept, "
-                        "rerun the same command to resume") from None
-                finally:
-                    artifact.path.unlink(missing_ok=True)
-                summary.seconds["measure"] += time.perf_counter() - t2
-                with store.transaction():
-                    vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                            method=v.method, content_hash=key)
-                    store.add_measurement(vid, dev_id, m)
-                summary.measured += 1
+        for i, v in enumerate(variants, start=1):
+            key = v.key
+            probe = spec_for(Artifact(work / "probe.onnx", "", v.input_shape))
+            if store.has_measurement(key, v.input_shape, dev.name, probe.runtime,
+                                     probe.runtime_version, probe.threads):
+                summary.skipped += 1
                 if config.per_layer:
-                    for _, row in table.iterrows():
-                        if row["op"] in LAYER_OPS_MEASURED_ALONE:
-                            layer_rows.setdefault(layer_key(row), row.to_dict())
-                emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
-
+                    _collect_layers(store, key, v.input_shape, layer_rows)
+                emit(i, f"{v.model} {v.label}", "skipped")
+                continue
+            stage = "compress"
+            try:
+                t0 = time.perf_counter()
+                net = resolve(v.model)
+                if v.plan is not None:
+                    net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+                table = layer_table(net, v.input_shape)
+                t1 = time.perf_counter()
+                stage = "export"
+                artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+                t2 = time.perf_counter()
+            except Exception as exc:  # one bad variant must not end a long sweep
+                exc = exc if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
+                summary.failed += 1
+                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                                  content_hash=key, plan=v.plan)
+                emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
+                continue
+            summary.seconds["compress"] += t1 - t0
+            summary.seconds["export"] += t2 - t1
+            stage = "measure"
+            try:
+                m = dev.measure(artifact, spec_for(artifact))
+            except DeviceError as exc:
+                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                                  content_hash=key, plan=v.plan)
+                raise DeviceError(
+                    f"{exc} — sweep stopped after {summary.measured} new measurements "
+                    f"({summary.skipped} already stored); everything measured is kept, "
+                    "rerun the same command to resume") from None
+            finally:
+                artifact.path.unlink(missing_ok=True)
+            summary.seconds["measure"] += time.perf_counter() - t2
+            with store.transaction():
+                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                        method=v.method, content_hash=key)
+                store.add_measurement(vid, dev_id, m)
+            summary.measured += 1
             if config.per_layer:
-                _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary,
-                                progress)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+                for _, row in table.iterrows():
+                    if row["op"] in LAYER_OPS_MEASURED_ALONE:
+                        layer_rows.setdefault(layer_key(row), row.to_dict())
+            emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
+
+        if config.per_layer:
+            _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary,
+                            progress)
     return summary
+
+
+def _check_runs(net: nn.Module, target: Target) -> None:
+    from latbench.data.features import layer_table
+
+    try:
+        layer_table(net, target.input_shape)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/... for a wrong shape
+        shape = "x".join(str(s) for s in target.input_shape)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"model {target.model!r} does not run on input {shape} ({first}); "
+                             "give the input shape it takes with --input") from None
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    # The timing loop runs a full gc.collect() before each measurement; with torch, the models
+    # and pandas loaded that walks ~400k long-lived objects (0.5 s here) per variant and per
+    # layer. Freezing them once makes each collection walk only what the sweep made since.
+    if gc.get_freeze_count():  # the caller manages freezing; leave it to them
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextmanager
+def _workdir(workdir: str | Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        yield Path(workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="latbench-sweep-") as tmp:
+        yield Path(tmp)
 
 
 def _collect_layers(store, key: str, shape: Sequence[int], into: dict[str, dict]) -> None:
@@ -279,26 +395,37 @@ def _collect_layers(store, key: str, shape: Sequence[int], into: dict[str, dict]
 
 def _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary, progress) -> None:
     items = list(layer_rows.items())
+
+    def emit(j: int, label: str, status: str, med: float | None = None, err: str | None = None):
+        if progress is not None:
+            progress(SweepEvent(j, len(items), label, status, med, err, phase="layers"))
+
     for j, (lkey, row) in enumerate(items, start=1):
         probe = spec_for(Artifact(work / "probe.onnx", "", (1,)))
         label = f"layer {row['op']} {row['in_channels']}→{row['out_channels']} " \
-                f"{row['kernel_h']}x{row['kernel_w']} @{row['in_h']}x{row['in_w']}"
+                f"{row['kernel_h']}x{row['kernel_w']}/{row['stride_h']} g{row['groups']} " \
+                f"@{row['in_h']}x{row['in_w']}"
         if store.has_layer_measurement(lkey, dev.name, probe.runtime, probe.runtime_version,
                                        probe.threads):
             summary.layers_skipped += 1
-            if progress:
-                progress(SweepEvent(j, len(items), label, "skipped"))
+            emit(j, label, "skipped")
             continue
         try:
             m = measure_layer(dev, row, work, threads=config.threads, warmup=config.warmup,
                               repeats=config.repeats, seed=config.seed)
         except DeviceError as exc:
             raise DeviceError(f"{exc} — per-layer measurements stopped at {j - 1}/{len(items)}; "
-                              "rerun the same command to resume") from None
+                              "everything measured is kept, rerun the same command to resume"
+                              ) from None
+        except Exception as exc:  # one layer that cannot be built or exported must not end the sweep
+            msg = str(exc) if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
+            summary.layers_failed += 1
+            store.add_failure("layer", f"{lkey}: {msg}", device_id=dev_id)
+            emit(j, label, "failed", err=msg)
+            continue
         store.add_layer_measurement(dev_id, row, m)
         summary.layers_measured += 1
-        if progress:
-            progress(SweepEvent(j, len(items), label, "measured", m.median_ms))
+        emit(j, label, "measured", m.median_ms)
 
 
 def default_config(**overrides: Any) -> SweepConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,13 +53,17 @@ def parse_rank_range(text: str) -> tuple[float, ...]:
     UserInputError
         If the range is malformed, empty, or leaves (0, 1].
     """
+    if not text.strip():
+        raise UserInputError("the rank range is empty: write start:stop:step (0.1:0.9:0.1) "
+                             "or a list (0.25,0.5)")
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0:
+            if len(parts) != 3 or not parts[2] > 0 or not all(math.isfinite(p) for p in parts):
                 raise ValueError
             start, stop, step = parts
-            n = int(round((stop - start) / step)) + 1
+            # Inclusive of ``stop`` up to float error, never past it (0.1:0.95:0.1 ends at 0.9).
+            n = math.floor((stop - start) / step + 1e-9) + 1
             values = tuple(round(start + i * step, 6) for i in range(max(n, 0)))
         else:
             values = tuple(float(p) for p in text.split(",") if p.strip())
@@ -66,7 +71,8 @@ def parse_rank_range(text: str) -> tuple[float, ...]:
         raise UserInputError(f"bad rank range {text!r}: write start:stop:step (0.1:0.9:0.1) "
                              "or a list (0.25,0.5)") from None
     if not values:
-        raise UserInputError(f"rank range {text!r} is empty: check that start ≤ stop")
+        why = "check that start ≤ stop" if ":" in text else "give at least one fraction"
+        raise UserInputError(f"rank range {text!r} is empty: {why}")
     bad = [v for v in values if not 0 < v <= 1]
     if bad:
         raise UserInputError(f"rank range {text!r} has {bad[0]}, outside (0, 1]: ranks are fractions of channels")

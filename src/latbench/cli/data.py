@@ -31,8 +31,10 @@ def summary(
         print_json({"db": str(db), "totals": counts, "groups": df.to_dict(orient="records")})
         return
     table = Table(title=f"{db}")
+    short = {"source_model": "model", "n_variants": "variants", "n_measurements": "measured",
+             "median_latency_ms": "median ms", "n_failures": "failed"}
     for col in df.columns:
-        table.add_column(col, justify="right" if df[col].dtype.kind in "if" else "left")
+        table.add_column(short.get(col, col), justify="right" if df[col].dtype.kind in "if" else "left")
     for rec in df.itertuples(index=False):
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in rec))
     console.print(table)
@@ -69,15 +71,25 @@ def import_nb201(
     from latbench.cli._common import console, err_console, print_json
     from latbench.data.nb201_import import import_nb201 as run_import
 
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task("import", total=None)
+    # The bar starts with the first row, so an error about the CSV prints as one clean line.
+    state: dict[str, object] = {}
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:
+        if as_json:
+            return
+        if "bar" not in state:
+            bar = Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), console=err_console, transient=True)
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task("import", total=total)
+        state["bar"].update(state["task"], completed=done, total=total)  # type: ignore[attr-defined]
 
+    try:
         result = run_import(csv, latency_column=latency_column, device=device, db_path=db,
                             limit=limit, exact=exact, progress=progress)
+    finally:
+        if "bar" in state:
+            state["bar"].stop()  # type: ignore[attr-defined]
     if as_json:
         print_json(asdict(result))
         return

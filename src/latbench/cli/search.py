@@ -20,10 +20,11 @@ def search_cmd(
     predictor: Optional[Path] = typer.Option(None, "--predictor", help="A predictor from bench predictor train."),
     db: Optional[Path] = typer.Option(None, "--db", help="Latency store: per-layer latencies are read from "
                                       "and added to it (without --predictor)."),
-    methods: str = typer.Option("tucker2,svd", "--methods", help="Comma-separated methods (cp is slow to search)."),
+    methods: str = typer.Option("tucker2,svd", "--methods",
+                                help="Comma-separated methods, e.g. tucker2,cp,svd (cp is slow to search)."),
     calib: int = typer.Option(8, "--calib", help="Calibration batch size."),
     input_shape: Optional[str] = typer.Option(None, "--input", help="Input shape, e.g. 1x3x224x224."),
-    rounds: int = typer.Option(4, "--rounds", help="Verification rounds at most."),
+    rounds: int = typer.Option(5, "--rounds", help="Verification rounds at most."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads."),
     repeats: int = typer.Option(30, "--repeats", help="Timed runs per verification."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write model, plan.json and report here."),
@@ -33,7 +34,7 @@ def search_cmd(
 ) -> None:
     """Search per-layer decompositions that meet a latency budget with the least damage."""
     from latbench.devices.registry import get_device
-    from latbench.exceptions import UserInputError
+    from latbench.exceptions import DeviceError, UserInputError
     from latbench.models import default_input_shape
     from latbench.search.search import search
 
@@ -46,8 +47,13 @@ def search_cmd(
     dev = get_device(device, devices_file)
     pred = None
     if predictor is not None:
-        from latbench.predictor import load_predictor
-
+        try:
+            from latbench.predictor import load_predictor
+        except ImportError:
+            raise UserInputError("this latbench cannot load predictors yet (latbench.predictor has "
+                                 "no load_predictor); search without --predictor") from None
+        if not predictor.is_file():
+            raise UserInputError(f"predictor file {str(predictor)!r} does not exist")
         pred = load_predictor(predictor, device=dev.name)
     store = None
     if db is not None:
@@ -71,6 +77,16 @@ def search_cmd(
                             predictor=pred, store=store, methods=mlist, calib=calib,
                             max_rounds=rounds, threads=threads, repeats=repeats, seed=seed,
                             progress=on_progress)
+    except DeviceError as exc:
+        partial = getattr(exc, "partial", None)
+        if out is None or partial is None:
+            raise
+        import json
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "search-partial.json"
+        path.write_text(json.dumps({"error": str(exc), **partial}, indent=2, default=str) + "\n")
+        raise DeviceError(f"{exc}; what is known was written to {path}") from None
     finally:
         if store is not None:
             store.close()
@@ -89,8 +105,14 @@ def search_cmd(
         f"{len(result.rounds)} round(s), fidelity {result.fidelity:.4f}")
     if result.baseline:
         b = result.baseline
-        console.print(f"uniform {b['method']}@{b['fraction']:g}: measured {b['measured_ms']:.3f} ms, "
-                      f"fidelity {b['fidelity']:.4f}")
+        eq = b.get("fidelity_at_equal_latency")
+        console.print(f"uniform {b['method']}: fidelity {eq:.4f} at the same measured latency" if eq
+                      is not None else f"uniform {b['method']}@{b['fraction']:g}: measured "
+                      f"{b['measured_ms']:.3f} ms, fidelity {b['fidelity']:.4f}")
+    for r in result.rounds:
+        console.print(f"  round {r.index}: predicted budget {r.target_ms:.3f} ms, predicted "
+                      f"{r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
+                      f"({'met' if r.met else 'over'}), fidelity {r.fidelity:.4f}")
     if out is not None:
         console.print(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
 

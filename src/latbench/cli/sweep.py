@@ -41,24 +41,23 @@ def sweep_cmd(
     overrides = dict(random_plans=random_plans, per_layer=per_layer or None, threads=threads,
                      warmup=warmup, repeats=repeats, seed=seed)
     if config is not None:
-        if model or methods or ranks or input_shape:
+        if model or methods is not None or ranks is not None or input_shape is not None:
             raise UserInputError("--config names the models, methods, ranks and inputs; "
                                  "don't combine it with --model/--methods/--ranks/--input")
         cfg = load_sweep_config(config, **overrides)
     else:
         cfg = default_config(**overrides)
-        if model or methods or ranks or input_shape:
-            mlist = tuple(m.strip() for m in (methods.split(",") if methods else DEFAULT_METHODS) if m.strip())
+        if model or methods is not None or ranks is not None or input_shape is not None:
+            mlist = tuple(m.strip() for m in (methods.split(",") if methods is not None
+                                              else DEFAULT_METHODS) if m.strip())
             if not mlist:
                 raise UserInputError("--methods is empty: give e.g. tucker2,cp,svd")
-            rlist = parse_rank_range(ranks) if ranks else DEFAULT_RANKS
+            rlist = parse_rank_range(ranks) if ranks is not None else DEFAULT_RANKS
             names = model or [t.model for t in cfg.targets]
             targets = tuple(
                 Target(n, parse_shape(input_shape) if input_shape else default_input_shape(n), mlist, rlist)
                 for n in names)
             cfg = replace(cfg, targets=targets)
-    if cfg.threads is not None and cfg.threads < 1:
-        raise UserInputError(f"--threads must be at least 1, got {cfg.threads}")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
@@ -70,7 +69,7 @@ def sweep_cmd(
         tasks: dict[str, int] = {}
 
         def on_event(ev) -> None:
-            phase = "layers" if ev.label.startswith("layer ") else "variants"
+            phase = ev.phase
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=ev.total, last="")
             last = f"{ev.label}: {ev.median_ms:.2f} ms" if ev.median_ms is not None else f"{ev.label}: {ev.status}"
@@ -86,9 +85,10 @@ def sweep_cmd(
     console.print(
         f"{device}: {summary.measured} variants measured, {summary.skipped} already stored, "
         f"{summary.failed} failed"
-        + (f"; {summary.layers_measured} layers measured alone ({summary.layers_skipped} stored)"
+        + (f"; {summary.layers_measured} layers measured alone ({summary.layers_skipped} stored"
+           + (f", {summary.layers_failed} failed" if summary.layers_failed else "") + ")"
            if cfg.per_layer else "")
-        + f" → {db}")
+        + f" → {db}", soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from latbench.compress._base import DecompositionMethod, check_rank
 from latbench.exceptions import UserInputError
@@ -30,6 +31,7 @@ __all__ = [
     "validated_rank",
     "check_options",
     "new_conv",
+    "new_linear",
 ]
 
 
@@ -160,21 +162,35 @@ def new_conv(
     """A conv with ``like``'s dtype and device holding ``weight`` (and ``bias``).
 
     ``spatial=True`` copies ``like``'s kernel size, stride, padding, dilation and padding
-    mode; ``spatial=False`` makes a plain 1×1 conv. Where the spatial conv sits between
-    1×1 convs, padding still commutes with the pointwise (bias-free) factors before it.
+    mode; ``spatial=False`` makes a plain 1×1 conv. Weights skip the random initialisation
+    (``skip_init``) as they are overwritten at once. Where the spatial conv follows a 1×1
+    conv, padding still commutes with that pointwise, bias-free factor.
     """
     ref = like.weight
     if spatial:
-        conv = nn.Conv2d(
-            in_channels, out_channels, like.kernel_size, stride=like.stride, padding=like.padding,
+        conv = skip_init(
+            nn.Conv2d, in_channels, out_channels, like.kernel_size, stride=like.stride, padding=like.padding,
             dilation=like.dilation, groups=groups, bias=bias is not None,
             padding_mode=like.padding_mode, device=ref.device, dtype=ref.dtype,
         )
     else:
-        conv = nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=bias is not None,
+        conv = skip_init(nn.Conv2d, in_channels, out_channels, 1, groups=groups, bias=bias is not None,
                          device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight.reshape(conv.weight.shape))
         if bias is not None:
             conv.bias.copy_(bias)
     return conv
+
+
+def new_linear(like: nn.Linear, in_features: int, out_features: int, weight: torch.Tensor,
+               bias: torch.Tensor | None = None) -> nn.Linear:
+    """A Linear with ``like``'s dtype and device holding ``weight`` (and ``bias``)."""
+    ref = like.weight
+    lin = skip_init(nn.Linear, in_features, out_features, bias=bias is not None,
+                    device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin

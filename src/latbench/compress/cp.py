@@ -18,10 +18,10 @@ Rank is ``(R,)``. ``max_rank`` is the trivial exact bound, the product of the te
 dimensions except the largest (e.g. ``Cin·kh·kw`` when ``Cout`` is largest); at it the
 exact construction is used and the layer is reproduced to float precision. Below it the
 factors come from the regularised torch ALS of :mod:`._cp_als` (options ``n_iter_max``,
-``tol``, ``ridge``, ``init``, ``seed``, ``precision``); fallbacks and non-convergence are
-reported in ``Decomposition.notes``. ``fraction_base`` is ``max(Cin, Cout)``, because
-Lebedev et al. quote CP ranks relative to the channel count: fraction 0.25 of a
-512-channel layer is rank 128.
+``tol``, ``ridge``, ``init``, ``seed``, ``precision``, ``line_search``); fallbacks and
+non-convergence are reported in ``Decomposition.notes``. ``fraction_base`` is
+``max(Cin, Cout)``, because Lebedev et al. quote CP ranks relative to the channel count:
+fraction 0.25 of a 512-channel layer is rank 128.
 
 Grouped convs are decomposed **per group**: ``R`` is the rank of each group's kernel, the
 1×1 convs keep ``groups=g`` and the depthwise ones carry ``g·R`` channels. Parameters:
@@ -49,9 +49,9 @@ from latbench.exceptions import UserInputError
 
 __all__ = ["CP", "cp_decompose_conv", "cp_factors", "cp_module_weight"]
 
-_OPTIONS = ("n_iter_max", "tol", "ridge", "init", "seed", "precision")
-_DEFAULTS: dict[str, Any] = dict(n_iter_max=100, tol=1e-5, ridge=1e-8, init="svd", seed=0,
-                                 precision="auto")
+_OPTIONS = ("n_iter_max", "tol", "ridge", "init", "seed", "precision", "line_search")
+_DEFAULTS: dict[str, Any] = dict(n_iter_max=150, tol=1e-5, ridge=1e-8, init="svd", seed=0,
+                                 precision="auto", line_search=True)
 
 
 def _tensor_shape(layer: nn.Conv2d, three_way: bool) -> tuple[int, ...]:
@@ -75,6 +75,9 @@ def _check_als_options(options: dict[str, Any]) -> dict[str, Any]:
     if opts["precision"] not in ("auto", "float64", "float32"):
         raise UserInputError("CP option precision must be 'auto', 'float64' or 'float32', "
                              f"got {opts['precision']!r}")
+    if not isinstance(opts["line_search"], bool):
+        raise UserInputError(
+            f"CP option line_search must be True or False, got {opts['line_search']!r}")
     if isinstance(opts["seed"], bool) or not isinstance(opts["seed"], int):
         raise UserInputError(f"CP option seed must be an int, got {opts['seed']!r}")
     return opts
@@ -161,7 +164,7 @@ class CP:
 
         Options
         -------
-        n_iter_max : int, default 100
+        n_iter_max : int, default 150
             Cap on ALS sweeps.
         tol : float, default 1e-5
             Stop when the relative error changes by less than ``tol`` times itself.
@@ -171,6 +174,8 @@ class CP:
         seed : int, default 0
         precision : {"auto", "float64", "float32"}, default "auto"
             Precision of the large products (``auto``: float32 for large kernels).
+        line_search : bool, default True
+            Extrapolated steps (Bro 1998); about 1.5× per sweep, far fewer sweeps.
 
         Raises
         ------

@@ -1,11 +1,17 @@
 """CUR decomposition of a Linear layer (or an ungrouped 1×1 conv).
 
 Rank is ``(k,)``: ``k`` columns ``C = W[:, J]`` and ``k`` rows ``R = W[I, :]`` of the
-weight are kept and ``W ≈ C U R`` with the Frobenius-optimal ``U = C⁺ W R⁺``. The product
-is folded into two layers: ``Linear(n → k, bias=False)`` holding ``R`` — the first layer
-computes ``k`` of the original outputs exactly — then ``Linear(k → m, bias)`` holding
-``C U``. Parameters ``k (m + n)`` plus the bias, as for SVD. A 1×1 conv becomes two 1×1
-convs, the first carrying stride and padding.
+weight ``W (m × n)`` are kept and ``W ≈ C U R`` with the Frobenius-optimal ``U = C⁺ W R⁺``.
+The product is folded into ``Linear(n → k, bias=False)`` → ``Linear(k → m, bias)``; ``U``
+joins the factor of the *shorter* side, so one layer holds actual weight entries:
+
+* ``m <= n``: first layer ``R`` (it computes ``k`` of the original outputs), second ``C U``;
+* ``m > n``:  first layer ``U R``, second ``C`` (actual columns).
+
+That choice also keeps full rank well conditioned: there the shorter side is kept whole,
+and ``U`` folded into it is a permutation, where folding it the other way would multiply
+by the inverse of a sampled square block. Parameters ``k (m + n)`` plus the bias, as for
+SVD. A 1×1 conv becomes two 1×1 convs, the first carrying stride and padding.
 
 Selection (option ``algorithm``), always sampling **without replacement** so that at
 ``k = min(m, n)`` one side is kept whole and the other spans the weight's range, making
@@ -39,6 +45,7 @@ from latbench.compress._linalg import (
     check_options,
     count_params,
     new_conv,
+    new_linear,
     rel_error,
     validated_rank,
 )
@@ -65,7 +72,7 @@ def _sample(probs: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 def cur_factors(
     weight: torch.Tensor, k: int, *, algorithm: str = "leverage", seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CUR factors of a matrix.
 
     Parameters
@@ -82,8 +89,10 @@ def cur_factors(
         Column indices ``J`` (sorted).
     rows : Tensor, shape (k,), int64
         Row indices ``I`` (sorted).
-    cu : Tensor, shape (m, k), float64
-        ``C U``.
+    c : Tensor, shape (m, k), float64
+        ``C = W[:, J]``.
+    u : Tensor, shape (k, k), float64
+        ``U = C⁺ W R⁺``.
     r : Tensor, shape (k, n), float64
         ``R = W[I, :]``.
 
@@ -109,7 +118,7 @@ def cur_factors(
     rows = _sample(row_p, k, gen)
     c, r = w[:, cols], w[rows, :]
     u_mid = torch.linalg.pinv(c) @ w @ torch.linalg.pinv(r)
-    return cols, rows, c @ u_mid, r
+    return cols, rows, c, u_mid, r
 
 
 class CUR:
@@ -164,21 +173,16 @@ class CUR:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UserInputError(f"cur option seed must be an int, got {seed!r}")
         (k,) = validated_rank(self, layer, rank)
-        _, _, cu, r = cur_factors(_matrix(layer), k, algorithm=algorithm, seed=seed)
-        ref = layer.weight
+        _, _, c, u, r = cur_factors(_matrix(layer), k, algorithm=algorithm, seed=seed)
+        m, n = c.shape[0], r.shape[1]
+        a, b = (r, c @ u) if m <= n else (u @ r, c)  # first-layer and second-layer weights
         bias = None if layer.bias is None else layer.bias.detach()
         if isinstance(layer, nn.Linear):
-            first = nn.Linear(layer.in_features, k, bias=False, device=ref.device, dtype=ref.dtype)
-            second = nn.Linear(k, layer.out_features, bias=bias is not None,
-                               device=ref.device, dtype=ref.dtype)
-            with torch.no_grad():
-                first.weight.copy_(r)
-                second.weight.copy_(cu)
-                if bias is not None:
-                    second.bias.copy_(bias)
+            first = new_linear(layer, layer.in_features, k, a)
+            second = new_linear(layer, k, layer.out_features, b, bias)
         else:
-            first = new_conv(layer, layer.in_channels, k, r, spatial=True, groups=1)
-            second = new_conv(layer, k, layer.out_channels, cu, spatial=False, groups=1, bias=bias)
+            first = new_conv(layer, layer.in_channels, k, a, spatial=True, groups=1)
+            second = new_conv(layer, k, layer.out_channels, b, spatial=False, groups=1, bias=bias)
         module = LowRankSequential(first, second, method=self.name, rank=(k,))
         module.train(layer.training)
         w_hat = second.weight.double().reshape(-1, k) @ first.weight.double().reshape(k, -1)

@@ -26,6 +26,7 @@ from latbench.compress._linalg import (
     check_options,
     count_params,
     new_conv,
+    new_linear,
     rel_error,
     two_factor,
     validated_rank,
@@ -102,15 +103,9 @@ class SVD:
 
 def _svd_linear(layer: nn.Linear, k: int) -> tuple[LowRankSequential, torch.Tensor]:
     a, b = two_factor(layer.weight, k)
-    ref = layer.weight
-    first = nn.Linear(layer.in_features, k, bias=False, device=ref.device, dtype=ref.dtype)
-    second = nn.Linear(k, layer.out_features, bias=layer.bias is not None,
-                       device=ref.device, dtype=ref.dtype)
-    with torch.no_grad():
-        first.weight.copy_(a)
-        second.weight.copy_(b)
-        if layer.bias is not None:
-            second.bias.copy_(layer.bias)
+    bias = None if layer.bias is None else layer.bias.detach()
+    first = new_linear(layer, layer.in_features, k, a)
+    second = new_linear(layer, k, layer.out_features, b, bias)
     w_hat = second.weight.double() @ first.weight.double()
     return LowRankSequential(first, second, method="svd", rank=(k,)), w_hat
 

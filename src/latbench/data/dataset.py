@@ -62,7 +62,7 @@ class Dataset:
         Raises
         ------
         UserInputError
-            If a variant id has no layers in this dataset.
+            If a variant id is not in this dataset.
         """
         ids = np.asarray(list(variant_ids), dtype=np.int64)
         col = self.layers["variant_id"].to_numpy(dtype=np.int64)
@@ -73,9 +73,10 @@ class Dataset:
             col = col[order]
         starts = np.searchsorted(col, ids, side="left")
         stops = np.searchsorted(col, ids, side="right")
-        missing = ids[starts == stops]
+        # A variant with no layers at all (e.g. an identity model) is in ``models`` only.
+        missing = np.setdiff1d(ids[starts == stops], self.models["variant_id"].to_numpy(dtype=np.int64))
         if len(missing):
-            raise UserInputError(f"variant id {int(missing[0])} has no layers in this dataset; "
+            raise UserInputError(f"variant id {int(missing[0])} is not in this dataset; "
                                  "take ids from Dataset.models['variant_id']")
         table = self.layers[LAYER_COLUMNS]
         out = []
@@ -170,7 +171,11 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
     layer_index = gather - np.repeat(first, lens)
     data: dict[str, object] = {"variant_id": np.repeat(vids, lens), "layer_index": layer_index}
     for c in LAYER_COLUMNS:
-        data[c] = np.concatenate([tables[t][0][c] for t in uniq])[gather]
+        col = np.concatenate([tables[t][0][c] for t in uniq])[gather]
+        if c not in ("name", "op") and col.dtype == object:
+            # A model with no layers stores empty object columns; keep numbers numeric.
+            col = col.astype(np.int64)
+        data[c] = col
     out = pd.DataFrame(data)
     return out.astype({"name": "str", "op": "str"})
 

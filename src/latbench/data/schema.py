@@ -10,7 +10,8 @@ Tables
     One row per device name: kind, fingerprint, profile JSON, :class:`DeviceInfo` JSON.
 ``layer_tables``
     Per-layer feature tables (:func:`latbench.data.features.layer_table`) deduplicated by a
-    hash of their content and stored compactly (see :mod:`latbench.data.codec`), with the
+    hash of their content and stored compactly
+    (:func:`latbench.data.store.encode_layer_table`), with the
     model-level features (:func:`latbench.data.features.model_features`) as JSON.
 ``variants``
     One row per (content hash, input shape): source model spec, method (``"mixed"`` or

@@ -25,7 +25,6 @@ import hashlib
 import json
 import sqlite3
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -282,7 +281,6 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}") from None
         self._depth = 0
-        self._owner = threading.get_ident()
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -646,6 +644,32 @@ class Store:
             "SELECT 1 FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
             "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=? "
             "LIMIT 1", (layer_key, device_name, runtime, runtime_version, int(threads))) is not None
+
+    def layer_latency_ms(self, layer_key: str, device_name: str, runtime: str,
+                         runtime_version: str, threads: int) -> float | None:
+        """Median latency (ms) of the newest measurement of a layer configuration alone, or ``None``.
+
+        Only measurements on ``device_name`` with this runtime, version and thread count count.
+        """
+        v = self._one(
+            "SELECT l.median_ms FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
+            "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=? "
+            "ORDER BY COALESCE(l.timestamp, l.created_at) DESC, l.id DESC LIMIT 1",
+            (layer_key, device_name, runtime, runtime_version, int(threads)))
+        return None if v is None else float(v)
+
+    def variant_layers(self, content_hash: str, input_shape: Sequence[int] | str) -> pd.DataFrame | None:
+        """The stored layer table of the variant (content hash, input shape), or ``None``.
+
+        Raises
+        ------
+        StoreError
+            If the stored table is corrupt.
+        """
+        blob = self._one(
+            "SELECT t.data FROM variants v JOIN layer_tables t ON t.id = v.layer_table_id "
+            "WHERE v.content_hash=? AND v.input_shape=?", (content_hash, shape_str(input_shape)))
+        return None if blob is None else pd.DataFrame(decode_layer_table(blob))
 
     # ------------------------------------------------------------------ reading
     def counts(self) -> dict[str, int]:

@@ -1,1 +1,24 @@
-"""Latency-constrained rank search (see :func:`latbench.search.search.search`)."""
+"""Latency-constrained rank search (see :func:`latbench.search.search.search`).
+
+``SearchResult``, ``Round`` and ``write_search_outputs`` are re-exported lazily, so
+importing the package costs nothing. The function is ``latbench.search.search.search``
+(the submodule of the same name would shadow a re-export).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SearchResult", "Round", "write_search_outputs"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SearchResult", "Round"):
+        from latbench.search import search as _module
+
+        return getattr(_module, name)
+    if name == "write_search_outputs":
+        from latbench.search.report import write_search_outputs
+
+        return write_search_outputs
+    raise AttributeError(f"module 'latbench.search' has no attribute {name!r}")

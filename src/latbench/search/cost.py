@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from latbench.search.candidates import LayerSlot
@@ -20,6 +21,10 @@ __all__ = ["CostModel", "PredictorCost", "MeasuredLayerCost"]
 
 
 class CostModel(Protocol):
+    """Fills candidates' ``cost_ms``; ``source`` names it in reports."""
+
+    source: str
+
     def assign(self, slots: list[LayerSlot], model_table: pd.DataFrame) -> float:
         """Fill ``cost_ms`` of every candidate; return the predicted latency of the model (ms)."""
 
@@ -46,8 +51,11 @@ class PredictorCost:
     (lookup-table, layer-wise) predictors and a first-order estimate for whole-model ones.
     """
 
+    measures_on_device = False
+
     def __init__(self, predictor: Any) -> None:
         self.predictor = predictor
+        self.source = f"predictor {type(predictor).__name__}"
 
     def assign(self, slots: list[LayerSlot], model_table: pd.DataFrame) -> float:
         tables = [model_table]
@@ -56,7 +64,12 @@ class PredictorCost:
             for c in slot.candidates[1:]:
                 tables.append(_with_candidate(model_table, slot, c.rows))
                 index.append(c)
-        preds = [float(p) for p in self.predictor.predict(tables)]
+        preds = [float(p) for p in np.asarray(self.predictor.predict(tables), dtype=float).ravel()]
+        if len(preds) != len(tables) or not all(np.isfinite(preds)):
+            from latbench.exceptions import PredictorError
+
+            raise PredictorError(f"the predictor returned {len(preds)} latencies for {len(tables)} "
+                                 "models, or non-finite ones")
         base = preds[0]
         for slot in slots:
             slot.candidates[0].cost_ms = 0.0
@@ -72,7 +85,12 @@ class MeasuredLayerCost:
     model and timed on ``device``; results are reused from, and added to, the latency
     store when one is given (the same rows ``bench sweep --per-layer`` makes). The fixed
     per-call cost of the runtime, timed on a trivial model, is subtracted from each layer.
+    One instance keeps its table, so reusing it across searches on one device measures
+    every layer configuration once.
     """
+
+    measures_on_device = True
+    source = "layers measured alone on the device"
 
     def __init__(self, device: Any, *, store: Any = None, threads: int | None = None,
                  warmup: int = 5, repeats: int = 20,
@@ -84,7 +102,7 @@ class MeasuredLayerCost:
         self.repeats = repeats
         self.progress = progress
         self.lut_ms: dict[str, float] = {}
-        self.overhead_ms = 0.0
+        self.overhead_ms: float | None = None
 
     def _spec_probe(self):
         from latbench.artifact import Artifact
@@ -92,13 +110,18 @@ class MeasuredLayerCost:
         return self.device.make_spec(Artifact(Path("probe.onnx"), "", (1,)), threads=self.threads)
 
     def _stored(self, key: str) -> float | None:
-        if self.store is None:
+        lookup = getattr(self.store, "layer_latency_ms", None)
+        if lookup is None:
             return None
-        return self.store.layer_latency_ms(key, self.device.name, *self._runtime)
+        hit = lookup(key, self.device.name, *self._runtime)
+        return None if hit is None or not np.isfinite(hit) else float(hit)
 
     def _measure_all(self, rows: dict[str, dict]) -> None:
         from latbench.bench.layers import measure_layer
 
+        todo = [k for k in rows if k not in self.lut_ms]
+        if not todo and self.overhead_ms is not None:
+            return
         probe = self._spec_probe()
         self._runtime = (probe.runtime, probe.runtime_version, probe.threads)
         dev_id = self.store.add_device(self.device.info()) if self.store is not None else None
@@ -106,9 +129,9 @@ class MeasuredLayerCost:
             trivial = {"op": "conv", "in_channels": 1, "out_channels": 1, "kernel_h": 1,
                        "kernel_w": 1, "stride_h": 1, "stride_w": 1, "pad_h": 0, "pad_w": 0,
                        "dilation_h": 1, "dilation_w": 1, "groups": 1, "bias": 0, "in_h": 1, "in_w": 1}
-            self.overhead_ms = measure_layer(self.device, trivial, tmp, threads=self.threads,
-                                             warmup=self.warmup, repeats=self.repeats).median_ms
-            todo = [k for k in rows if k not in self.lut_ms]
+            if self.overhead_ms is None:
+                self.overhead_ms = measure_layer(self.device, trivial, tmp, threads=self.threads,
+                                                 warmup=self.warmup, repeats=self.repeats).median_ms
             for i, key in enumerate(todo, start=1):
                 hit = self._stored(key)
                 if hit is None:
@@ -125,7 +148,7 @@ class MeasuredLayerCost:
         from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE
         from latbench.data.features import layer_key
 
-        return sum(max(self.lut_ms[layer_key(r)] - self.overhead_ms, 0.0)
+        return sum(max(self.lut_ms[layer_key(r)] - (self.overhead_ms or 0.0), 0.0)
                    for _, r in rows.iterrows() if r["op"] in LAYER_OPS_MEASURED_ALONE)
 
     def assign(self, slots: list[LayerSlot], model_table: pd.DataFrame) -> float:

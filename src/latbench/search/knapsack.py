@@ -19,6 +19,8 @@ __all__ = ["Solution", "solve_mckp", "pareto_front"]
 
 @dataclass(frozen=True)
 class Solution:
+    """One option per group (``choices``), with their total cost and damage."""
+
     choices: tuple[int, ...]  # index of the chosen option per group
     cost: float
     damage: float
@@ -39,7 +41,7 @@ def solve_mckp(costs: Sequence[Sequence[float]], damages: Sequence[Sequence[floa
     shifted = [g - g.min() for g in c]
     span = max(room, 1e-12)
     unit = span / bins
-    weights = [np.ceil(g / unit - 1e-9).astype(np.int64) for g in shifted]
+    weights = [np.ceil(g / unit).astype(np.int64) for g in shifted]
     n = bins + 1
     inf = np.inf
     dp = np.zeros(n)  # best damage with weight ≤ b, before any group

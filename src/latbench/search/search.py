@@ -2,40 +2,46 @@
 
 1. Measure the original model on the device; the budget is ``budget_ms`` or
    ``original / speedup``.
-2. Candidates: every decomposable layer × method × fractional rank, plus ``keep``.
+2. Candidates: every decomposable layer × method × fractional rank, plus ``keep``
+   (:mod:`latbench.search.candidates`).
 3. Damage per candidate on a calibration batch (:mod:`latbench.search.fidelity`); latency
    contribution per candidate from a predictor or from layers measured alone
    (:mod:`latbench.search.cost`).
-4. A multiple-choice knapsack picks one candidate per layer: least damage whose predicted
-   latency meets the (predicted) budget.
-5. Verify: compress, export and measure the plan. Over budget → tighten the predicted
-   budget by the observed ratio and solve again; far under (more than ``slack``) → loosen
-   it the same way. Bounded rounds; every round is reported; the best plan that met the
-   budget wins.
+4. A multiple-choice knapsack (:mod:`latbench.search.knapsack`) picks one candidate per
+   layer: the least total damage whose predicted latency fits the *predicted budget*.
+5. Verify: build, export and measure the plan. The predicted budget is then corrected by
+   the observed error (``next = target + (aim − measured)``, ``aim`` the middle of the
+   accepted window ``[(1 − slack)·budget, budget]``), kept inside the bracket of
+   predicted budgets already known to meet / to miss (bisection when the correction
+   leaves it). Stop when a plan lands in the window, or after ``max_rounds`` measured
+   rounds. Every round is reported; the met plan with the best fidelity wins.
+6. Baseline: the uniform-rank plans (one method, one fraction for every layer) are
+   scored the same way, and those around the final plan's latency are measured, so the
+   report compares fidelity at equal *measured* latency.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from latbench.compress.model import compress_model
 from latbench.compress.plan import Plan
-from latbench.exceptions import DeviceError, UserInputError
+from latbench.exceptions import DeviceError, PredictorError, UserInputError
 from latbench.search.candidates import DEFAULT_FRACTIONS, LayerSlot, generate_candidates
 from latbench.search.fidelity import calibration_batch, output_error, score_candidates
-from latbench.search.knapsack import Solution, pareto_front, solve_mckp
+from latbench.search.knapsack import pareto_front, solve_mckp
 
-__all__ = ["Round", "SearchResult", "search", "DEFAULT_SEARCH_METHODS"]
+__all__ = ["Round", "SearchResult", "search", "check_predictor", "assemble",
+           "DEFAULT_SEARCH_METHODS"]
 
 #: CP is left out by default: its ALS makes candidate generation minutes long on big layers.
 DEFAULT_SEARCH_METHODS = ("tucker2", "svd")
@@ -43,28 +49,45 @@ DEFAULT_SEARCH_METHODS = ("tucker2", "svd")
 
 @dataclass(frozen=True)
 class Round:
+    """One verification round: the predicted budget solved for and what the device said.
+
+    Latencies in ms. ``fidelity`` is the search's fidelity (``fidelity_fn`` or
+    ``1 − relative output error``) of this round's plan, before any fine-tuning.
+    """
+
     index: int
-    target_ms: float  # the predicted budget solved for
+    target_ms: float
     predicted_ms: float
     measured_ms: float
     met: bool
     fidelity: float
     output_rel_error: float
     estimated_damage: float
+    params: int
+    macs: int
     plan: dict
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 @dataclass
 class SearchResult:
-    """What a search found, how it was verified, and what it was compared with."""
+    """What a search found, how it was verified, and what it was compared with.
+
+    ``front`` and ``uniform`` are lists of points ``{predicted_ms, estimated_damage,
+    fidelity, ...}``: the knapsack's Pareto front and the uniform-rank plans, both scored
+    without the device. ``baseline`` is the uniform-rank plan family measured around the
+    final plan's latency (``fidelity_at_equal_latency`` interpolated between the measured
+    points that bracket it).
+    """
 
     model_name: str
     device: str
+    input_shape: tuple[int, ...]
     budget_ms: float
     original_ms: float
+    original_fidelity: float
     plan: Plan
     model: nn.Module
     predicted_ms: float
@@ -82,7 +105,9 @@ class SearchResult:
     macs_before: int
     macs_after: int
     search_seconds: float
+    cost_source: str
     fidelity_name: str = "1 - relative output error"
+    fidelity_before_finetune: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,47 +116,152 @@ class SearchResult:
             "budget_ms": self.budget_ms,
             "predicted_ms": self.predicted_ms,
             "measured_ms": self.measured_ms,
-            "met": self.met,
+            "met": bool(self.met),
             "rounds": [r.to_dict() for r in self.rounds],
             "fidelity": self.fidelity,
             "plan": self.plan.to_dict(),
             "model": self.model_name,
             "device": self.device,
+            "input_shape": list(self.input_shape),
             "original_ms": self.original_ms,
+            "original_fidelity": self.original_fidelity,
             "speedup": self.original_ms / self.measured_ms if self.measured_ms else None,
             "fidelity_name": self.fidelity_name,
+            "fidelity_before_finetune": self.fidelity_before_finetune,
             "output_rel_error": self.output_rel_error,
             "params_before": self.params_before,
             "params_after": self.params_after,
             "macs_before": self.macs_before,
             "macs_after": self.macs_after,
             "search_seconds": self.search_seconds,
+            "cost_source": self.cost_source,
             "choices": self.choices,
             "uniform_baseline": self.baseline,
             "notes": self.notes,
         }
 
 
-def _measure(dev, net: nn.Module, shape, work: Path, name: str, threads, warmup, repeats) -> float:
-    from latbench.compress.export import export_onnx
+# --------------------------------------------------------------------------- helpers
+def check_predictor(predictor: Any, device_name: str) -> list[str]:
+    """Refuse a predictor made for another device or another feature schema.
 
-    art = export_onnx(net, shape, work / f"{name}.onnx")
-    try:
-        return dev.measure(art, dev.make_spec(art, threads=threads, warmup=warmup,
-                                              repeats=repeats)).median_ms
-    finally:
-        art.path.unlink(missing_ok=True)
+    Looks for the device name and feature-schema version a predictor records about itself
+    (``device_``/``device_name_``/``device``, ``feature_schema_version_``/
+    ``feature_schema_``/``schema_version_``, or the same keys in a ``metadata_``/``meta_``
+    mapping). A predictor that records neither is accepted with a note.
+
+    Returns
+    -------
+    list of str
+        Notes for the report.
+
+    Raises
+    ------
+    PredictorError
+        If the predictor names another device or feature schema, or has no ``predict``.
+    """
+    from latbench.data.features import FEATURE_SCHEMA_VERSION
+
+    if not callable(getattr(predictor, "predict", None)):
+        raise PredictorError(f"{type(predictor).__name__} is not a latency predictor (no predict method)")
+    meta: dict[str, Any] = {}
+    for attr in ("metadata_", "meta_", "metadata", "meta"):
+        m = getattr(predictor, attr, None)
+        if isinstance(m, dict):
+            meta = {**m, **meta}
+
+    def find(*names: str) -> Any:
+        for n in names:
+            v = getattr(predictor, n, None)
+            if v is None:
+                v = meta.get(n) if n in meta else meta.get(n.rstrip("_"))
+            if v is not None and not callable(v):
+                return v
+        return None
+
+    notes = []
+    dev = find("device_name_", "device_", "device_name", "device")
+    if dev is not None and not isinstance(dev, str):
+        dev = getattr(dev, "name", str(dev))
+    if dev is None:
+        notes.append("the predictor does not record its device; it was assumed to be "
+                     f"{device_name!r}")
+    elif dev != device_name:
+        raise PredictorError(f"the predictor was trained for device {dev!r}, not {device_name!r}; "
+                             f"train one on {device_name!r} data (bench predictor train) or search "
+                             "without --predictor")
+    schema = find("feature_schema_version_", "feature_schema_", "schema_version_",
+                  "feature_schema_version", "feature_schema")
+    if schema is not None:
+        try:
+            ok = int(schema) == FEATURE_SCHEMA_VERSION
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise PredictorError(f"the predictor uses feature schema {schema!r}, this latbench "
+                                 f"writes schema {FEATURE_SCHEMA_VERSION}; retrain it")
+    return notes
 
 
-def _plan_of(slots: list[LayerSlot], sol: Solution) -> Plan:
-    choice = {}
-    for slot, j in zip(slots, sol.choices):
+def assemble(net: nn.Module, slots: Sequence[LayerSlot], choices: Sequence[int], *,
+             fresh: bool = False) -> nn.Module:
+    """A copy of ``net`` with slot ``i``'s candidate ``choices[i]`` in place of its layer.
+
+    With ``fresh`` the candidate modules are copied too (the result owns all its
+    weights, e.g. for fine-tuning); otherwise they are shared with the candidates.
+    """
+    out = copy.deepcopy(net).eval()
+    for slot, j in zip(slots, choices):
         c = slot.candidates[j]
         if c.method != "keep":
-            choice[slot.name] = (c.method, tuple(c.rank) if len(c.rank) > 1 else int(c.rank[0]))
-    return Plan.from_layers(choice)
+            out.set_submodule(slot.name, copy.deepcopy(c.module) if fresh else c.module)
+    return out
 
 
+def _plan_of(slots: Sequence[LayerSlot], choices: Sequence[int]) -> Plan:
+    layers = {}
+    for slot, j in zip(slots, choices):
+        c = slot.candidates[j]
+        if c.method != "keep":
+            layers[slot.name] = (c.method, tuple(c.rank) if len(c.rank) > 1 else int(c.rank[0]))
+    return Plan.from_layers(layers)
+
+
+def _interp(x: float, pts: list[tuple[float, float]]) -> float | None:
+    """Linear interpolation of ``y`` at ``x`` over ``(x, y)`` points; ``None`` outside."""
+    pts = sorted(pts)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if len(pts) == 1 and pts[0][0] == x:
+        return pts[0][1]
+    return None
+
+
+class _Meter:
+    """Exports and measures models on the device, keeping the time it takes apart."""
+
+    def __init__(self, device: Any, shape: tuple[int, ...], work: Path, threads: int | None,
+                 warmup: int, repeats: int) -> None:
+        self.device, self.shape, self.work = device, shape, work
+        self.threads, self.warmup, self.repeats = threads, warmup, repeats
+        self.seconds = 0.0
+
+    def __call__(self, net: nn.Module, name: str) -> float:
+        from latbench.compress.export import export_onnx
+
+        t0 = time.perf_counter()
+        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
+        try:
+            spec = self.device.make_spec(art, threads=self.threads, warmup=self.warmup,
+                                         repeats=self.repeats)
+            return float(self.device.measure(art, spec).median_ms)
+        finally:
+            art.path.unlink(missing_ok=True)
+            self.seconds += time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- the search
 def search(
     model: str | nn.Module,
     device: Any,
@@ -141,13 +271,16 @@ def search(
     input_shape: Sequence[int] | None = None,
     predictor: Any = None,
     store: Any = None,
+    cost_model: Any = None,
     methods: Sequence[str] = DEFAULT_SEARCH_METHODS,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     calib: int | torch.Tensor = 8,
     fidelity_fn: Callable[[nn.Module], float] | None = None,
     finetune: Callable[[nn.Module], nn.Module | None] | None = None,
-    max_rounds: int = 4,
-    slack: float = 0.10,
+    max_rounds: int = 5,
+    slack: float = 0.08,
+    baseline: bool = True,
+    front_points: int = 12,
     threads: int | None = None,
     warmup: int = 10,
     repeats: int = 30,
@@ -160,142 +293,270 @@ def search(
     Parameters
     ----------
     model : str or nn.Module
-        A MODEL spec (see :func:`latbench.models.resolve_model`) or a module.
+        A MODEL spec (see :func:`latbench.models.resolve_model`) or a module (not modified).
     device : str or Device
         Where the budget holds; plans are verified there.
     budget_ms, speedup : float
-        Exactly one: the latency budget in ms, or the wanted speed-up over the original.
+        Exactly one: the latency budget in ms, or the wanted speed-up over the original's
+        measured latency.
+    input_shape : sequence of int, optional
+        Full input shape (batch 1); the MODEL spec's default otherwise.
     predictor : fitted latency predictor, optional
-        Costs from its predictions; without it layers are measured alone on the device
-        (reusing and filling ``store``'s per-layer measurements when a store is given).
+        Costs from its predictions (``predictor.predict(list of layer tables) -> ms``),
+        scaled to the original's measured latency. Refused if it records another device
+        or feature schema.
+    store : latbench.data.store.Store, optional
+        Without a predictor, layers are measured alone on the device; a store supplies
+        earlier per-layer measurements and receives the new ones.
+    cost_model : optional
+        A ready cost model (``assign(slots, table) -> float``), e.g. a
+        :class:`~latbench.search.cost.MeasuredLayerCost` reused across searches; overrides
+        ``predictor`` and ``store``.
+    methods : sequence of str
+        Decomposition methods allowed (``tucker2``, ``cp``, ``svd``, ...).
+    fractions : sequence of float
+        Rank grid, as fractions of each layer's full rank.
     calib : int or Tensor
-        Calibration batch size (seeded Gaussian inputs) or the batch itself.
+        Calibration batch size (seeded Gaussian inputs) or the batch itself (real data
+        gives better damage estimates).
     fidelity_fn : callable, optional
-        ``fidelity_fn(model) -> float`` (higher is better, e.g. validation accuracy);
-        without it fidelity is ``1 − relative output error`` on the calibration batch.
+        ``fidelity_fn(model) -> float`` (higher is better, e.g. validation accuracy), used
+        to report and to rank verified plans; without it fidelity is
+        ``1 − relative output error`` on the calibration batch. The knapsack always
+        minimises the estimated output damage.
     finetune : callable, optional
-        Applied to the final compressed model (may return a new one).
+        ``finetune(model) -> model or None``, applied to the final compressed model.
     max_rounds : int
-        Verification rounds at most.
+        Measured verification rounds at most.
     slack : float
-        A plan that meets the budget by more than this share is loosened and retried.
+        Accepted window is ``[(1 − slack)·budget, budget]``; a plan faster than that is
+        loosened and retried (within ``max_rounds``).
+    baseline : bool
+        Measure the uniform-rank plans around the final latency for the comparison.
+    front_points : int
+        Points of the Pareto front whose fidelity is evaluated for the report.
+    threads, warmup, repeats : int
+        Device measurement settings of every whole-model measurement.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    SearchResult
 
     Raises
     ------
     UserInputError
-        Bad budget, or a budget below the fastest reachable latency (the message gives it).
+        A bad budget, or a budget below the fastest reachable latency (the message gives
+        it), or a model none of whose layers the methods can decompose.
+    PredictorError
+        A predictor made for another device or feature schema.
     DeviceError
-        If the device fails; rounds already verified are in the message.
+        If the device fails; the rounds already verified are in the message and in the
+        exception's ``partial`` attribute (a dict).
     """
     from latbench.data.features import count_params, layer_table
     from latbench.models import default_input_shape, resolve_model
 
     if (budget_ms is None) == (speedup is None):
         raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
-    if budget_ms is not None and budget_ms <= 0:
-        raise UserInputError(f"the budget must be positive, got {budget_ms} ms")
-    if speedup is not None and speedup <= 1:
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise UserInputError(f"the budget must be a positive number of ms, got {budget_ms}")
+    if speedup is not None and not (math.isfinite(speedup) and speedup > 1):
         raise UserInputError(f"the speed-up must be above 1, got {speedup}")
     if max_rounds < 1:
         raise UserInputError("max_rounds must be at least 1")
+    if not 0 <= slack < 1:
+        raise UserInputError(f"slack must be in [0, 1), got {slack}")
+    methods = tuple(methods)
+    if not methods:
+        raise UserInputError("no decomposition method given: allow e.g. tucker2,svd")
+    import latbench.compress  # noqa: F401  (registers the built-in methods)
+    from latbench.compress._base import METHODS
+
+    for m in methods:
+        METHODS.get(m)  # an unknown method fails here, with suggestions, before any measurement
     name = model if isinstance(model, str) else type(model).__name__
-    shape = tuple(input_shape) if input_shape else (
+    shape = tuple(int(s) for s in input_shape) if input_shape else (
         default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
     net = copy.deepcopy(resolve_model(model, seed=seed)).eval()
     if isinstance(device, str):
         from latbench.devices.registry import get_device
 
         device = get_device(device, devices_file)
+    notes: list[str] = []
+    if cost_model is None and predictor is not None:
+        notes += check_predictor(predictor, device.name)
     say = progress or (lambda stage, done, total: None)
     work_dir = tempfile.TemporaryDirectory(prefix="latbench-search-")
-    work = Path(work_dir.name)
-    clock = 0.0
+    meter = _Meter(device, shape, Path(work_dir.name), threads, warmup, repeats)
+    started = time.perf_counter()
+    device_seconds = 0.0  # layer measurements of the cost model (the meter keeps its own)
     rounds: list[Round] = []
+    original_ms = budget = float("nan")
     try:
         say("measure original", 0, 1)
-        original_ms = _measure(device, net, shape, work, "original", threads, warmup, repeats)
+        original_ms = meter(net, "original")
+        say("measure original", 1, 1)
         budget = float(budget_ms) if budget_ms is not None else original_ms / float(speedup)
 
-        t0 = time.perf_counter()
         slots = generate_candidates(net, shape, methods, fractions, seed=seed,
                                     progress=lambda d, t: say("candidates", d, t))
         if not slots:
-            raise UserInputError(f"no layer of {name} can be decomposed by {', '.join(methods)}")
+            raise UserInputError(f"no layer of {name} can be decomposed (and made smaller) by "
+                                 f"{', '.join(methods)}")
         x = calib if isinstance(calib, torch.Tensor) else calibration_batch(shape, int(calib), seed)
         reference = score_candidates(net, slots, x, progress=lambda d, t: say("fidelity", d, t))
         table = layer_table(net, shape)
-        clock += time.perf_counter() - t0
 
-        if predictor is not None:
-            from latbench.search.cost import PredictorCost
+        if cost_model is None:
+            if predictor is not None:
+                from latbench.search.cost import PredictorCost
 
-            t0 = time.perf_counter()
-            base = PredictorCost(predictor).assign(slots, table)
-            scale = original_ms / base if base > 0 else 1.0
-            clock += time.perf_counter() - t0
-        else:
-            from latbench.search.cost import MeasuredLayerCost
+                cost_model = PredictorCost(predictor)
+            else:
+                from latbench.search.cost import MeasuredLayerCost
 
-            MeasuredLayerCost(device, store=store, threads=threads,
-                              progress=lambda d, t: say("layer costs", d, t)).assign(slots, table)
-            scale = 1.0
-
+                cost_model = MeasuredLayerCost(device, store=store, threads=threads,
+                                               progress=lambda d, t: say("layer costs", d, t))
         t0 = time.perf_counter()
+        base = cost_model.assign(slots, table)
+        if getattr(cost_model, "measures_on_device", False):
+            device_seconds += time.perf_counter() - t0
+        # A whole-model prediction is anchored to the measured original; per-layer measured
+        # costs are deltas already in device milliseconds.
+        scale = original_ms / base if base is not None and math.isfinite(base) and base > 0 else 1.0
+        cost_source = getattr(cost_model, "source", type(cost_model).__name__)
+
         costs = [[c.cost_ms * scale for c in s.candidates] for s in slots]
         damages = [[c.damage for c in s.candidates] for s in slots]
         fastest = original_ms + sum(min(g) for g in costs)
-        if budget < fastest:
-            raise UserInputError(
-                f"budget {budget:.3f} ms is below the fastest reachable latency, about "
-                f"{fastest:.3f} ms ({original_ms / fastest:.2f}× faster than the original "
-                f"{original_ms:.3f} ms) with {', '.join(methods)} at ranks ≥ {min(fractions):g}; "
-                "raise the budget or allow more methods or lower ranks")
-        front = [dict(predicted_ms=original_ms + s.cost, estimated_damage=s.damage)
-                 for s in pareto_front(costs, damages)]
-        uniform = _uniform_points(slots, costs, damages, original_ms, methods, fractions)
-        clock += time.perf_counter() - t0
 
-        target = budget
-        best: tuple[Round, nn.Module] | None = None
-        seen: set[str] = set()
-        for k in range(1, max_rounds + 1):
-            t0 = time.perf_counter()
-            sol = solve_mckp(costs, damages, target - original_ms) or \
-                solve_mckp(costs, damages, fastest - original_ms + 1e-9)
-            plan = _plan_of(slots, sol)
-            compressed = compress_model(net, plan, input_shape=shape, seed=seed).model
-            clock += time.perf_counter() - t0
-            if plan.hash in seen:
-                break  # the correction no longer changes the plan
-            seen.add(plan.hash)
-            say("verify", k, max_rounds)
-            measured = _measure(device, compressed, shape, work, f"round{k}", threads, warmup, repeats)
-            err = output_error(reference, compressed, x)
-            fid = float(fidelity_fn(compressed)) if fidelity_fn else 1.0 - err
-            rnd = Round(k, target, original_ms + sol.cost, measured, measured <= budget, fid, err,
-                        sol.damage, plan.to_dict())
+        def fid_of(m: nn.Module) -> tuple[float, float]:
+            err = output_error(reference, m, x)
+            return (float(fidelity_fn(m)) if fidelity_fn else 1.0 - err), err
+
+        original_fidelity = float(fidelity_fn(net)) if fidelity_fn else 1.0
+        measured_plans: dict[str, tuple[float, Round, tuple[int, ...]]] = {}
+        # (predicted budget, measured) of measured plans. The original is the first point: at
+        # a predicted budget of original_ms every layer is kept, so the first secant step is
+        # the ratio of measured to predicted savings.
+        history: list[tuple[float, float]] = [(original_ms, original_ms)]
+
+        def verify(t: float) -> float:
+            """Solve for predicted budget ``t``, measure the plan (once per plan), return ms."""
+            sol = solve_mckp(costs, damages, t - original_ms) or \
+                solve_mckp(costs, damages, fastest - original_ms + 1e-9 * max(1.0, abs(fastest)))
+            assert sol is not None  # the cheapest choice of every layer always fits
+            plan = _plan_of(slots, sol.choices)
+            if plan.hash in measured_plans:
+                return measured_plans[plan.hash][0]
+            compressed = assemble(net, slots, sol.choices)
+            fid, err = fid_of(compressed)
+            say("verify", len(rounds) + 1, max_rounds)
+            predicted = original_ms + sol.cost
+            measured = meter(compressed, f"round{len(rounds) + 1}")
+            if abs(measured - predicted) > 0.25 * max(predicted, 1e-12):
+                # A surprise is as likely a burst of load as a bad prediction: load only ever
+                # adds time, so the lower of two medians is the better estimate.
+                measured = min(measured, meter(compressed, f"round{len(rounds) + 1}b"))
+            macs = int(table["macs"].sum()) + sum(
+                s.candidates[j].macs - s.candidates[0].macs for s, j in zip(slots, sol.choices))
+            rnd = Round(len(rounds) + 1, t, predicted, measured, measured <= budget, fid, err,
+                        sol.damage, count_params(compressed), macs, plan.to_dict())
             rounds.append(rnd)
-            if rnd.met and (best is None or rnd.fidelity > best[0].fidelity):
-                best = (rnd, compressed)
-            if rnd.met and measured >= (1 - slack) * budget:
-                break
-            target = max(target * budget / measured, fastest)
-        final_round, final_model = best if best is not None else (rounds[-1], compressed)
-        notes: list[str] = []
-        if best is None:
-            notes.append(f"no plan met the budget in {len(rounds)} rounds; the last one is reported")
+            measured_plans[plan.hash] = (measured, rnd, sol.choices)
+            history.append((t, measured))
+            return measured
+
+        aim = budget * (1.0 - slack / 2.0)
+        lo, hi = -math.inf, math.inf  # predicted budgets known to meet / to miss
+        target = aim
+        if budget < fastest:
+            # The prediction says no plan is fast enough; ask the device before refusing.
+            m_fast = verify(fastest)
+            if m_fast > budget:
+                raise UserInputError(
+                    f"budget {budget:.4g} ms is below the fastest reachable latency, about "
+                    f"{m_fast:.4g} ms measured ({fastest:.4g} ms predicted; the original takes "
+                    f"{original_ms:.4g} ms) with {', '.join(methods)} at ranks >= "
+                    f"{min(fractions):g} of full; raise the budget, or allow more methods or "
+                    "lower ranks")
+            notes.append(f"the prediction put the fastest plan at {fastest:.4g} ms; the device "
+                         f"measured {m_fast:.4g} ms, so the budget was searched")
+            lo = fastest
+            target = fastest + (aim - m_fast)
+
+        # --------------------------------------------------------------- verify rounds
+        solves = 0
+        while len(rounds) < max_rounds and solves < 4 * max_rounds:
+            solves += 1
+            t = max(target, fastest)
+            measured = verify(t)
+            if measured <= budget:
+                lo = max(lo, t)
+                if measured >= (1.0 - slack) * budget:
+                    break
+            else:
+                hi = min(hi, t)
+                if t <= fastest:
+                    notes.append("even the fastest plan the grid allows is over the budget on the device")
+                    break
+            nxt = t + (aim - measured)
+            if len(history) >= 2 and history[-1][0] != history[-2][0]:
+                (t0_, m0), (t1_, m1) = history[-2], history[-1]
+                slope = (m1 - m0) / (t1_ - t0_)
+                if 0.2 <= slope <= 5.0:  # measured ms per predicted ms: a secant step
+                    nxt = t + (aim - measured) / slope
+            if not lo < nxt < hi:
+                nxt = (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi) else \
+                    (hi - abs(hi) * 0.05 if math.isfinite(hi) else lo + abs(lo) * 0.05)
+            if math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1e-4 * budget:
+                break  # the bracket is closed: no plan lies between
+            target = nxt
+        met_rounds = [r for r in rounds if r.met]
+        if met_rounds:
+            final_round = max(met_rounds, key=lambda r: (r.fidelity, r.measured_ms))
+        else:
+            final_round = min(rounds, key=lambda r: r.measured_ms)
+            notes.append(f"no plan met the budget in {len(rounds)} round(s); the fastest one is reported")
+        final_choices = measured_plans[Plan.from_dict(final_round.plan).hash][2]
         final_plan = Plan.from_dict(final_round.plan)
+        final_model = assemble(net, slots, final_choices, fresh=True)
+
+        # --------------------------------------------------------------- front and uniform
+        front_sols = pareto_front(costs, damages, points=max(front_points, 2))
+        front = []
+        for s in front_sols:
+            fid, err = fid_of(assemble(net, slots, s.choices))
+            front.append(dict(predicted_ms=original_ms + s.cost, estimated_damage=s.damage,
+                              fidelity=fid, output_rel_error=err,
+                              plan=_plan_of(slots, s.choices).to_dict()))
+        uniform = _uniform_points(net, slots, costs, damages, original_ms, methods, fractions, fid_of)
+        base_doc = None
+        if baseline and uniform:
+            say("baseline", 0, 1)
+            base_doc = _measure_uniform(net, slots, uniform, final_round, meter)
+            say("baseline", 1, 1)
+
+        fidelity_before = None
         if finetune is not None:
+            fidelity_before = final_round.fidelity
             tuned = finetune(final_model)
-            final_model = tuned if tuned is not None else final_model
-            notes.append("fine-tuned after the search")
-        err = output_error(reference, final_model, x)
-        fid = float(fidelity_fn(final_model)) if fidelity_fn else 1.0 - err
-        baseline = _verify_uniform(net, uniform, final_round.measured_ms, device, shape, work,
-                                   threads, warmup, repeats, reference, x, fidelity_fn, seed)
+            final_model = (tuned if tuned is not None else final_model).eval()
+            notes.append("fine-tuned after the search (fidelity_before_finetune is the plan's own)")
+            fid, err = fid_of(final_model)
+        else:
+            fid, err = final_round.fidelity, final_round.output_rel_error
     except DeviceError as exc:
-        done = "; ".join(f"round {r.index}: {r.measured_ms:.3f} ms" for r in rounds) or "no round verified"
-        raise DeviceError(f"{exc} (search results so far: {done})") from None
+        partial = {"budget_ms": budget, "original_ms": original_ms,
+                   "rounds": [r.to_dict() for r in rounds]}
+        done = "; ".join(f"round {r.index}: {r.measured_ms:.4g} ms "
+                         f"({'met' if r.met else 'over'})" for r in rounds) or "no round verified"
+        err_out = DeviceError(f"{exc} (search results so far: original {original_ms:.4g} ms, "
+                              f"budget {budget:.4g} ms; {done})")
+        err_out.partial = partial  # type: ignore[attr-defined]
+        raise err_out from None
     finally:
         work_dir.cleanup()
     after = layer_table(final_model, shape)
@@ -305,52 +566,92 @@ def search(
         choices[slot.name] = {"method": rule.method if rule else "keep",
                               "rank": (list(rule.rank) if isinstance(rule.rank, tuple) else rule.rank)
                               if rule else None}
+    clock = time.perf_counter() - started - meter.seconds - device_seconds
     return SearchResult(
-        model_name=name, device=device.name, budget_ms=budget, original_ms=original_ms,
-        plan=final_plan, model=final_model, predicted_ms=final_round.predicted_ms,
+        model_name=name, device=device.name, input_shape=shape, budget_ms=budget,
+        original_ms=original_ms, original_fidelity=original_fidelity, plan=final_plan,
+        model=final_model, predicted_ms=final_round.predicted_ms,
         measured_ms=final_round.measured_ms, met=final_round.measured_ms <= budget,
         fidelity=fid, output_rel_error=err, rounds=rounds, choices=choices, front=front,
-        uniform=uniform, baseline=baseline, params_before=count_params(net),
+        uniform=uniform, baseline=base_doc, params_before=count_params(net),
         params_after=count_params(final_model), macs_before=int(table["macs"].sum()),
-        macs_after=int(after["macs"].sum()), search_seconds=clock,
-        fidelity_name="custom" if fidelity_fn else "1 - relative output error", notes=notes)
+        macs_after=int(after["macs"].sum()), search_seconds=clock, cost_source=cost_source,
+        fidelity_name="custom (fidelity_fn)" if fidelity_fn else "1 - relative output error",
+        fidelity_before_finetune=fidelity_before, notes=notes)
 
 
-def _uniform_points(slots, costs, damages, original_ms, methods, fractions) -> list[dict]:
-    """Predicted latency and damage of each uniform-rank plan (one method, one fraction)."""
+def _uniform_points(net, slots, costs, damages, original_ms, methods, fractions, fid_of) -> list[dict]:
+    """Every uniform-rank plan (one method, one fraction on every layer it can shrink), scored.
+
+    A layer the method cannot decompose, or would not make smaller at that fraction, is
+    kept — exactly what ``Plan.uniform(method, fraction)`` does through ``compress_model``.
+    """
     from latbench.compress._base import METHODS
     from latbench.compress.ranks import resolve_rank
 
     out = []
+    seen: set[tuple[int, ...]] = set()
     for m in methods:
         method = METHODS.get(m)
-        for f in fractions:
-            cost = dmg = 0.0
-            layers = {}
-            for slot, cg, dg in zip(slots, costs, damages):
+        for f in sorted(fractions):
+            picks = []
+            for slot in slots:
                 j = 0
                 if method.supports(slot.layer) is None:
-                    rank = resolve_rank(float(f), slot.layer, method)
+                    rank = tuple(resolve_rank(float(f), slot.layer, method))
                     j = next((i for i, c in enumerate(slot.candidates)
-                              if c.method == m and tuple(c.rank) == tuple(rank)), 0)
-                cost += cg[j]
-                dmg += dg[j]
-                if j:
-                    layers[slot.name] = (m, float(f))
-            out.append(dict(method=m, fraction=float(f), predicted_ms=original_ms + cost,
-                            estimated_damage=dmg, plan=Plan.from_layers(layers).to_dict()))
+                              if c.method == m and tuple(c.rank) == rank), 0)
+                picks.append(j)
+            key = tuple(picks)
+            if not any(picks) or key in seen:
+                continue
+            seen.add(key)
+            fid, err = fid_of(assemble(net, slots, picks))
+            out.append(dict(method=m, fraction=float(f),
+                            predicted_ms=original_ms + sum(cg[j] for cg, j in zip(costs, picks)),
+                            estimated_damage=float(sum(dg[j] for dg, j in zip(damages, picks))),
+                            fidelity=fid, output_rel_error=err, choices=list(picks),
+                            plan=_plan_of(slots, picks).to_dict()))
     return out
 
 
-def _verify_uniform(net, uniform, measured_ms, device, shape, work, threads, warmup, repeats,
-                    reference, x, fidelity_fn, seed) -> dict | None:
-    """Measure the uniform-rank plan predicted closest to the final plan's measured latency."""
-    if not uniform:
-        return None
-    pick = min(uniform, key=lambda u: abs(u["predicted_ms"] - measured_ms))
-    compressed = compress_model(net, Plan.from_dict(pick["plan"]), input_shape=shape, seed=seed).model
-    measured = _measure(device, compressed, shape, work, "uniform", threads, warmup, repeats)
-    err = output_error(reference, compressed, x)
-    fid = float(fidelity_fn(compressed)) if fidelity_fn else 1.0 - err
-    return dict(method=pick["method"], fraction=pick["fraction"], predicted_ms=pick["predicted_ms"],
-                measured_ms=measured, fidelity=fid, output_rel_error=err)
+def _measure_uniform(net, slots, uniform, final: Round, meter: _Meter) -> dict:
+    """Measure the strongest uniform family around the final plan's measured latency.
+
+    The family (method) is the one with the best fidelity interpolated at the final plan's
+    predicted ms. Its points are measured outward from the one predicted closest to the final
+    plan's prediction until two measured points bracket its measured latency (at most 6).
+    """
+    fams = sorted({u["method"] for u in uniform})
+
+    def family_score(m: str) -> float:
+        pts = [(u["predicted_ms"], u["fidelity"]) for u in uniform if u["method"] == m]
+        v = _interp(final.predicted_ms, pts)
+        if v is None:  # outside the family's reach: judge it by its nearest point
+            v = min(pts, key=lambda p: abs(p[0] - final.predicted_ms))[1] - 1.0
+        return v
+
+    fam = max(fams, key=family_score)
+    pts = sorted((u for u in uniform if u["method"] == fam), key=lambda u: u["predicted_ms"])
+    # Start where the prediction (biased alike for both plans) puts the final plan.
+    i = min(range(len(pts)), key=lambda k: abs(pts[k]["predicted_ms"] - final.predicted_ms))
+    measured: dict[int, float] = {}
+    for _ in range(6):
+        if i in measured or not 0 <= i < len(pts):
+            break
+        u = pts[i]
+        measured[i] = meter(assemble(net, slots, u["choices"]), f"uniform{i}")
+        below = [k for k in measured if measured[k] <= final.measured_ms]
+        above = [k for k in measured if measured[k] > final.measured_ms]
+        if below and above:
+            break
+        i = i + 1 if not above else i - 1  # slower plans sit at higher predicted latency
+    done = [dict(fraction=pts[k]["fraction"], predicted_ms=pts[k]["predicted_ms"],
+                 measured_ms=measured[k], fidelity=pts[k]["fidelity"],
+                 output_rel_error=pts[k]["output_rel_error"]) for k in sorted(measured)]
+    at_equal = _interp(final.measured_ms, [(d["measured_ms"], d["fidelity"]) for d in done])
+    nearest = min(done, key=lambda d: abs(d["measured_ms"] - final.measured_ms))
+    return dict(method=fam, fraction=nearest["fraction"], measured_ms=nearest["measured_ms"],
+                fidelity=nearest["fidelity"], output_rel_error=nearest["output_rel_error"],
+                fidelity_at_equal_latency=at_equal, at_latency_ms=final.measured_ms,
+                searched_fidelity=final.fidelity, measured=done)

@@ -1,0 +1,214 @@
+"""Train on N measurements of one device, test on all the rest; learning curves; CV tuning.
+
+Everything here works on a :class:`latbench.data.dataset.Dataset` and returns data
+(dataclasses, DataFrames); rendering lives in :mod:`latbench.predictor.report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold
+
+from latbench.exceptions import UserInputError
+from latbench.predictor.encode import LayerBatch, as_layer_batch
+from latbench.predictor.metrics import regression_metrics
+from latbench.predictor.registry import make_predictor
+
+__all__ = [
+    "DeviceData",
+    "Evaluation",
+    "device_data",
+    "split_indices",
+    "new_predictor",
+    "train_predictor",
+    "evaluate_predictor",
+    "learning_curve",
+    "cv_select",
+]
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """The measurements of one device with their layer tables, ready for predictors.
+
+    Attributes
+    ----------
+    device : str
+    models : pandas.DataFrame
+        Rows of ``Dataset.models`` for this device (fresh 0-based index).
+    batch : LayerBatch
+        Layer tables in the order of ``models``.
+    layer_latency : pandas.DataFrame
+        Per-layer measurements of this device (may be empty).
+    """
+
+    device: str
+    models: pd.DataFrame
+    batch: LayerBatch
+    layer_latency: pd.DataFrame
+
+    @property
+    def y(self) -> np.ndarray:
+        """Measured latency in ms."""
+        return self.models["latency_ms"].to_numpy(dtype=np.float64)
+
+
+@dataclass
+class Evaluation:
+    """One train/test evaluation: metrics plus the test predictions they came from."""
+
+    kind: str
+    device: str
+    seed: int
+    n_train: int
+    n_test: int
+    metrics: dict[str, float]
+    y_test: np.ndarray = field(repr=False)
+    y_pred: np.ndarray = field(repr=False)
+    test_rows: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Metrics plus ``kind, device, seed, n_train, n_test`` as one flat dict."""
+        return {**self.metrics, "n_train": self.n_train, "n_test": self.n_test,
+                "kind": self.kind, "device": self.device, "seed": self.seed}
+
+
+def device_data(dataset, device: str) -> DeviceData:
+    """Select one device's measurements and their layer tables from a ``Dataset``.
+
+    Raises
+    ------
+    UserInputError
+        If the dataset has no measurement of ``device`` (the message lists devices).
+    """
+    models = dataset.models
+    rows = models[models["device"] == device].reset_index(drop=True)
+    if rows.empty:
+        names = sorted(models["device"].unique().tolist())
+        raise UserInputError(f"no measurements of device {device!r}; devices: "
+                             f"{', '.join(names) or '(none)'}")
+    uniq, inverse = np.unique(rows["variant_id"].to_numpy(dtype=np.int64), return_inverse=True)
+    layers = dataset.layers[dataset.layers["variant_id"].isin(uniq)]
+    base = as_layer_batch(layers.drop(columns=["layer_index"], errors="ignore")
+                          .sort_values(["variant_id"], kind="stable"))
+    # as_layer_batch numbers variants by first appearance, i.e. ascending id = ``uniq`` order.
+    batch = base.take(inverse) if len(uniq) != len(rows) or not np.all(np.diff(
+        rows["variant_id"].to_numpy()) > 0) else base
+    ll = dataset.layer_latency
+    ll = ll[ll["device"] == device].reset_index(drop=True) if len(ll) else ll
+    return DeviceData(device, rows, batch, ll)
+
+
+def split_indices(n: int, train_size: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split: ``train_size`` rows to train on, all the rest to test.
+
+    ``None`` trains on everything (the test part is then empty).
+
+    Raises
+    ------
+    UserInputError
+        If ``train_size`` is not in 1…n−1 (or ``n`` for training on everything).
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    if train_size is None:
+        return np.sort(perm), np.zeros(0, dtype=np.int64)
+    if not 1 <= train_size < n:
+        raise UserInputError(f"--train-size must be between 1 and {n - 1} (the device has {n} "
+                             f"measurements), got {train_size}")
+    return np.sort(perm[:train_size]), np.sort(perm[train_size:])
+
+
+def new_predictor(kind: str, data: DeviceData, params: dict | None = None, seed: int = 0):
+    """An unfitted predictor of ``kind`` wired to ``data``'s per-layer table where it needs one."""
+    kw = dict(params or {})
+    if kind == "lut":
+        kw.setdefault("table", data.layer_latency)
+    elif kind == "gbm-layer" and len(data.layer_latency):
+        kw.setdefault("layer_latency", data.layer_latency)
+    p = make_predictor(kind, **kw)
+    if "random_state" in p.get_params() and "random_state" not in kw:
+        p.set_params(random_state=seed)
+    return p
+
+
+def train_predictor(dataset, *, device: str, kind: str, train_size: int | None = None,
+                    seed: int = 0, params: dict | None = None):
+    """Fit a predictor of ``kind`` on ``train_size`` seeded rows of ``device`` (all if None)."""
+    data = device_data(dataset, device)
+    tr, _ = split_indices(len(data.models), train_size, seed)
+    return new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr])
+
+
+def _evaluate(data: DeviceData, kind: str, train_size: int, seed: int,
+              params: dict | None) -> Evaluation:
+    tr, te = split_indices(len(data.models), train_size, seed)
+    pred = new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr])
+    y_pred = pred.predict(data.batch.take(te))
+    y_test = data.y[te]
+    return Evaluation(kind, data.device, seed, len(tr), len(te),
+                      regression_metrics(y_test, y_pred), y_test, y_pred, te)
+
+
+def evaluate_predictor(dataset_or_data, *, device: str, kind: str, train_size: int,
+                       seed: int = 0, params: dict | None = None) -> Evaluation:
+    """Train on ``train_size`` seeded rows of ``device``, test on all the others.
+
+    Parameters
+    ----------
+    dataset_or_data : Dataset or DeviceData
+        Passing a :class:`DeviceData` skips re-selecting the device (for repeated calls).
+    """
+    data = dataset_or_data if isinstance(dataset_or_data, DeviceData) else \
+        device_data(dataset_or_data, device)
+    return _evaluate(data, kind, train_size, seed, params)
+
+
+def learning_curve(dataset_or_data, *, device: str, kinds: Sequence[str],
+                   sizes: Iterable[int], seeds: Iterable[int] = (0,),
+                   params: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Metrics for every (kind, training size, seed): one row each.
+
+    Sizes not below the number of measurements are skipped.
+    """
+    data = dataset_or_data if isinstance(dataset_or_data, DeviceData) else \
+        device_data(dataset_or_data, device)
+    rows = []
+    for kind, n, seed in product(kinds, list(sizes), list(seeds)):
+        if n >= len(data.models):
+            continue
+        rows.append(_evaluate(data, kind, n, seed, (params or {}).get(kind)).as_dict())
+    return pd.DataFrame(rows)
+
+
+def cv_select(kind: str, batch: LayerBatch, y: np.ndarray, grid: dict[str, Sequence[Any]],
+              *, n_splits: int = 5, seed: int = 0, score: str = "acc10") -> tuple[dict, pd.DataFrame]:
+    """Choose hyper-parameters by K-fold cross-validation on training data only.
+
+    Returns
+    -------
+    (best_params, table)
+        The grid point with the highest mean ``score`` and one row per grid point.
+    """
+    keys = list(grid)
+    folds = list(KFold(n_splits, shuffle=True, random_state=seed).split(np.arange(len(y))))
+    rows = []
+    for values in product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, values))
+        scores = []
+        for a, b in folds:
+            p = make_predictor(kind, **params).fit(batch.take(a), y[a])
+            scores.append(regression_metrics(y[b], p.predict(batch.take(b)))[score])
+        rows.append({**params, score: float(np.mean(scores))})
+    table = pd.DataFrame(rows)
+    best = table.sort_values(score, ascending=False, kind="stable").iloc[0]
+    return {k: _py(best[k]) for k in keys}, table
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v

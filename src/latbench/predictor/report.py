@@ -1,0 +1,187 @@
+"""Render an evaluation report: PNG plots and a metrics table into one HTML page.
+
+:func:`build_report` computes (train/test evaluations, learning curves) and
+:func:`render_report` draws; estimators never draw. Plots use matplotlib's Agg backend
+and are embedded in ``index.html`` as base64 and also written beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from latbench.predictor.evaluate import Evaluation, device_data, evaluate_predictor, learning_curve
+from latbench.predictor.metrics import METRIC_KEYS
+
+__all__ = ["ReportData", "build_report", "render_report", "metrics_markdown", "write_report"]
+
+DEFAULT_KINDS = ("flops", "flops-clustered", "lut", "gbm", "gbm-layer")
+
+
+@dataclass
+class ReportData:
+    """What a report shows, for one device."""
+
+    device: str
+    evaluations: list[Evaluation]
+    curve: pd.DataFrame
+    models: pd.DataFrame
+    skipped: dict[str, str]
+
+
+def build_report(dataset, *, device: str, train_size: int = 900, seed: int = 0,
+                 kinds: tuple[str, ...] = DEFAULT_KINDS,
+                 curve_sizes: tuple[int, ...] = (50, 100, 200, 500, 900)) -> ReportData:
+    """Evaluate each kind on ``device`` (kinds that cannot run, e.g. ``lut`` without a
+    per-layer table, are listed in ``skipped`` with the reason)."""
+    from latbench.exceptions import LatbenchError
+
+    data = device_data(dataset, device)
+    n = len(data.models)
+    train_size = min(train_size, n - 1)
+    evals, skipped, ok = [], {}, []
+    for kind in kinds:
+        try:
+            evals.append(evaluate_predictor(data, device=device, kind=kind,
+                                            train_size=train_size, seed=seed))
+            ok.append(kind)
+        except LatbenchError as exc:
+            skipped[kind] = str(exc)
+    sizes = [s for s in curve_sizes if s < n]
+    curve = learning_curve(data, device=device, kinds=ok, sizes=sizes, seeds=(seed,)) \
+        if ok and sizes else pd.DataFrame()
+    return ReportData(device, evals, curve, data.models, skipped)
+
+
+def metrics_markdown(reports: list[ReportData]) -> str:
+    """LETI-style table: predictor × device with ±10 %, ±5 %, R², ρ, MAPE."""
+    lines = ["| predictor | device | n_train | ±10 % | ±5 % | R² | Spearman ρ | Kendall τ | MAPE % |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in reports:
+        for e in r.evaluations:
+            m = e.metrics
+            lines.append(f"| {e.kind} | {e.device} | {e.n_train} | {m['acc10']:.3f} | "
+                         f"{m['acc5']:.3f} | {m['r2']:.3f} | {m['spearman']:.3f} | "
+                         f"{m['kendall']:.3f} | {m['mape']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(r: ReportData) -> dict[str, bytes]:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out: dict[str, bytes] = {}
+
+    def save(name: str, fig) -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        out[name] = buf.getvalue()
+
+    if r.evaluations:
+        k = len(r.evaluations)
+        fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.5), squeeze=False)
+        for ax, e in zip(axes[0], r.evaluations):
+            ax.scatter(e.y_test, e.y_pred, s=3, alpha=0.4)
+            lo, hi = float(min(e.y_test.min(), e.y_pred.min())), float(max(e.y_test.max(), e.y_pred.max()))
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="g", alpha=0.1)
+            ax.set_title(f"{e.kind}: ±10% {e.metrics['acc10']:.2f}")
+            ax.set_xlabel("measured (ms)")
+            ax.set_ylabel("predicted (ms)")
+        save("pred_vs_measured.png", fig)
+        fig, axes = plt.subplots(1, k, figsize=(3.6 * k, 3.0), squeeze=False)
+        for ax, e in zip(axes[0], r.evaluations):
+            err = 100.0 * (e.y_pred / e.y_test - 1.0)
+            ax.hist(np.clip(err, -50, 50), bins=60)
+            ax.axvline(-10, color="r", lw=0.8)
+            ax.axvline(10, color="r", lw=0.8)
+            ax.set_title(e.kind)
+            ax.set_xlabel("error (%)")
+        save("error_hist.png", fig)
+    if len(r.curve):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for kind, g in r.curve.groupby("kind"):
+            g = g.groupby("n_train")["acc10"].mean()
+            ax.plot(g.index, g.values, "o-", label=kind)
+        ax.set_xscale("log")
+        ax.set_xlabel("training models")
+        ax.set_ylabel("share within ±10%")
+        ax.legend(fontsize=7)
+        save("learning_curve.png", fig)
+    m = r.models
+    if "method" in m.columns and (m["method"].astype(str) != "none").any() and "rank" in m.columns:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for method, g in m[m["method"].astype(str) != "none"].groupby("method"):
+            ax.plot(g["rank"], g["latency_ms"], "o", ms=3, label=str(method))
+        ax.set_xlabel("rank")
+        ax.set_ylabel("latency (ms)")
+        ax.legend(fontsize=7)
+        save("latency_vs_rank.png", fig)
+    if {"source_model", "method", "macs"}.issubset(m.columns) and (m["method"].astype(str) != "none").any():
+        base = m[m["method"].astype(str) == "none"].groupby("source_model")[["latency_ms", "macs"]].median()
+        comp = m[(m["method"].astype(str) != "none") & m["source_model"].isin(base.index)]
+        if len(comp):
+            b = base.loc[comp["source_model"]]
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.plot(b["macs"].to_numpy() / comp["macs"].to_numpy(),
+                    b["latency_ms"].to_numpy() / comp["latency_ms"].to_numpy(), "o", ms=3)
+            ax.set_xlabel("MAC reduction (×)")
+            ax.set_ylabel("realised speedup (×)")
+            save("speedup_vs_mac_reduction.png", fig)
+    return out
+
+
+def render_report(reports: list[ReportData]) -> tuple[str, str, dict[str, bytes]]:
+    """(HTML page, Markdown metrics table, PNG files by name) for the given device reports."""
+    md = metrics_markdown(reports)
+    files: dict[str, bytes] = {}
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>latbench report</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>",
+             "<h1>latbench predictor report</h1>"]
+    for r in reports:
+        parts.append(f"<h2>{html.escape(r.device)}</h2><table><tr><th>predictor</th><th>n_train</th>"
+                     + "".join(f"<th>{k}</th>" for k in METRIC_KEYS) + "</tr>")
+        for e in r.evaluations:
+            parts.append(f"<tr><td>{html.escape(e.kind)}</td><td>{e.n_train}</td>"
+                         + "".join(f"<td>{e.metrics[k]:.3f}</td>" for k in METRIC_KEYS) + "</tr>")
+        parts.append("</table>")
+        for kind, why in r.skipped.items():
+            parts.append(f"<p>skipped {html.escape(kind)}: {html.escape(why)}</p>")
+        for name, png in _plots(r).items():
+            fname = f"{_safe(r.device)}_{name}"
+            files[fname] = png
+            parts.append(f"<h3>{html.escape(name[:-4].replace('_', ' '))}</h3>"
+                         f"<img alt='{fname}' src='data:image/png;base64,"
+                         f"{base64.b64encode(png).decode()}'>")
+    parts.append("<h2>Metrics (Markdown)</h2><pre>" + html.escape(md) + "</pre></body></html>")
+    return "".join(parts), md, files
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def write_report(dataset, out_dir: str | Path, *, devices: list[str], train_size: int = 900,
+                 seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS) -> Path:
+    """Build, render and write ``index.html``, ``metrics.md`` and the PNGs into ``out_dir``."""
+    reports = [build_report(dataset, device=d, train_size=train_size, seed=seed, kinds=kinds)
+               for d in devices]
+    page, md, files = render_report(reports)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    (out / "metrics.md").write_text(md)
+    (out / "index.html").write_text(page)
+    return out / "index.html"
