@@ -1,13 +1,14 @@
 """``bench predictor train|evaluate|predict`` and ``bench report`` end to end on a small DB."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from latbench.cli.app import build_app
 
-CSV = "/work/shared/datasets/nb201/latbench_nb201_dev.csv"
+CSV = str(Path(__file__).resolve().parents[1] / "fixtures" / "nb201_sample.csv")
 ARCH = "nb201:|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
 
 

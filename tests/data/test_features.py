@@ -114,3 +114,96 @@ def test_layer_key_ignores_name_and_distinguishes_shapes():
     assert layer_key(a) != layer_key(b)
     assert layer_key({**a, "name": "other"}) == layer_key(a)
     assert layer_key(a).startswith("op=conv|in_channels=3|out_channels=4|kernel_h=3")
+
+
+# ---------------------------------------------------------------- functional ops (schema 2)
+def test_resnet18_has_exactly_eight_residual_adds():
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = layer_table(model, (1, 3, 224, 224))
+    finally:
+        torch.set_num_threads(threads)
+    adds = t[t["op"] == "add"]
+    # BasicBlock's ``out += identity`` (in-place add_), once per block, after its bn2.
+    assert adds["name"].tolist() == [f"layer{s}.{b}.add#0" for s in (1, 2, 3, 4) for b in (0, 1)]
+    assert model_features(t)["n_add"] == 8
+    # Synthetic names are unique and never a module's (a module called twice, like the
+    # blocks' relu, still appears twice).
+    assert adds["name"].is_unique and not set(adds["name"]) & {n for n, _ in model.named_modules()}
+    names = t["name"].tolist()
+    for n in adds["name"]:  # execution order: after bn2 (and downsample), before the relu
+        i = names.index(n)
+        assert names[i - 1] in (n.replace("add#0", "bn2"), n.replace("add#0", "downsample.1"))
+        assert names[i + 1] == n.replace("add#0", "relu")
+    first = adds.iloc[0]  # layer1.0: 64 × 56 × 56 fp32 operands
+    assert (first.in_channels, first.out_channels, first.in_h, first.out_h) == (64, 64, 56, 56)
+    assert (first.macs, first.params, first.weight_bytes) == (0, 0, 0)
+    assert first.act_in_bytes == 2 * 64 * 56 * 56 * 4 and first.act_out_bytes == 64 * 56 * 56 * 4
+    # Nothing else changed: the module rows are those of schema 1.
+    rest = model_features(t[t["op"] != "add"])
+    assert rest["macs"] == 1_814_073_344 and rest["n_layers"] == len(t) - 8
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_nb201_node_with_k_live_incoming_edges_gives_k_minus_1_adds(k):
+    from latbench.models.nb201 import InferCell
+
+    # k edges into node 3 (skip edges: no module row, so only the sums remain).
+    edges = [("nor_conv_1x1", 0, 1), ("nor_conv_1x1", 1, 2)][: k - 1]
+    edges += [("skip_connect", s, 3) for s in range(k)]
+    t = layer_table(InferCell(edges, 4), (1, 4, 6, 6))
+    adds = t[t["op"] == "add"]
+    assert adds["name"].tolist() == [f"add#{j}" for j in range(k - 1)]
+    assert (adds["act_in_bytes"] == 2 * 4 * 36 * 4).all()
+    assert (t["op"] == "conv").sum() == k - 1
+
+
+def test_functional_ops_outside_leaf_modules_only():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            y = torch.add(self.a(x), x)
+            y = y + 1.0  # a scalar add is not a branch merge: not listed
+            y = y * 0.5  # mul is not listed
+            return torch.cat([y, self.b(x)], dim=1)
+
+    class AddInside(nn.Module):  # an unknown leaf: its own add is part of its row
+        def forward(self, x):
+            return x + x
+
+    t = layer_table(nn.Sequential(Block(), AddInside()), (1, 2, 3, 3))
+    assert t["name"].tolist() == ["0.a", "0.add#0", "0.b", "0.concat#0", "1"]
+    assert t["op"].tolist() == ["conv", "add", "conv", "concat", "addinside"]
+    cat = t.iloc[3]
+    assert (cat.in_channels, cat.out_channels) == (4, 4)
+    assert cat.act_in_bytes == 2 * (2 * 9 * 4) and cat.act_out_bytes == 4 * 9 * 4
+
+
+def test_hooks_and_modes_leave_no_state_behind():
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.Sequential(nn.ReLU()))
+
+    def count():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    before = count()
+    layer_table(model, (1, 2, 2, 2))
+    assert count() == before
+    assert torch._C._len_torch_function_stack() == 0
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+
+    model.append(Boom())
+    with pytest.raises(ValueError, match="boom"):
+        layer_table(model, (1, 2, 2, 2))
+    assert count() == before
+    assert torch._C._len_torch_function_stack() == 0
+    # Functional ops after the call are not recorded anywhere (and do not fail).
+    assert (torch.ones(2) + torch.ones(2)).tolist() == [2.0, 2.0]

@@ -13,7 +13,7 @@ from latbench.data.store import Store
 from latbench.exceptions import UserInputError
 from latbench.models.nb201 import build_nb201
 
-DEV_CSV = Path("/work/shared/datasets/nb201/latbench_nb201_dev.csv")
+DEV_CSV = Path(__file__).resolve().parents[1] / "fixtures" / "nb201_sample.csv"
 COL = "sd855_cpu_kryo485_int8_ms"
 ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 NO_LIVE_EDGE = "|none~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|"
@@ -23,8 +23,6 @@ DEAD_EDGES = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_1
 @pytest.fixture(scope="module")
 def sample_csv(tmp_path_factory) -> Path:
     """120 real rows (a seeded sample of the development set)."""
-    if not DEV_CSV.is_file():
-        pytest.skip("the NAS-Bench-201 development set is not available")
     df = pd.read_csv(DEV_CSV).sample(120, random_state=0)
     p = tmp_path_factory.mktemp("nb201") / "nb201_sample.csv"
     df.to_csv(p, index=False)
@@ -141,3 +139,16 @@ def test_missing_latency_rows_are_counted_not_imported(tmp_path):
                  "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|skip_connect~2|,0.5\n")
     r = import_nb201(p, latency_column="ms", device="d", db_path=tmp_path / "l.db")
     assert (r.imported, r.invalid) == (1, 1)
+
+
+def test_fast_featurizer_lists_node_sums_and_block_residuals():
+    # ALL_CONV: nodes 2 and 3 have 2 and 3 live incoming edges → 1 + 2 adds per cell, 15 cells,
+    # plus the residual add of each of the 2 reduction blocks.
+    t = NB201Featurizer().table(ALL_CONV)
+    assert (t["op"] == "add").sum() == 15 * 3 + 2
+    # Each sum right after the edge that completes it: edges 2 (1→2), 4 (1→3), 5 (2→3).
+    assert [n for n in t["name"] if n.startswith("cells.0.")][-10:] == [
+        "cells.0.add#0", "cells.0.ops.3", "cells.0.ops.4.0", "cells.0.ops.4.1", "cells.0.ops.4.2",
+        "cells.0.add#1", "cells.0.ops.5.0", "cells.0.ops.5.1", "cells.0.ops.5.2", "cells.0.add#2"]
+    skeleton = NB201Featurizer().table(NO_LIVE_EDGE)
+    assert skeleton[skeleton["op"] == "add"]["name"].tolist() == ["cells.5.add#0", "cells.11.add#0"]

@@ -47,14 +47,11 @@ def search_cmd(
     dev = get_device(device, devices_file)
     pred = None
     if predictor is not None:
-        try:
-            from latbench.predictor import load_predictor
-        except ImportError:
-            raise UserInputError("this latbench cannot load predictors yet (latbench.predictor has "
-                                 "no load_predictor); search without --predictor") from None
-        if not predictor.is_file():
-            raise UserInputError(f"predictor file {str(predictor)!r} does not exist")
-        pred = load_predictor(predictor, device=dev.name)
+        from latbench.predictor import load_predictor
+
+        # load_predictor refuses another device or feature schema; the search checks again
+        pred, info = load_predictor(predictor, device=dev.name)
+        pred.metadata_ = dict(info)
     store = None
     if db is not None:
         from latbench.data.store import Store

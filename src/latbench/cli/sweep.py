@@ -32,7 +32,7 @@ def sweep_cmd(
     """Compress, export and measure variants on a device; resumable (rerun to continue)."""
     from dataclasses import replace
 
-    from latbench.bench.sweep import DEFAULT_METHODS, DEFAULT_RANKS, Target, default_config, \
+    from latbench.bench.sweep import DEFAULT_RANKS, Target, default_config, \
         load_sweep_config, run_sweep
     from latbench.bench.variants import parse_rank_range
     from latbench.exceptions import UserInputError
@@ -49,7 +49,7 @@ def sweep_cmd(
         cfg = default_config(**overrides)
         if model or methods is not None or ranks is not None or input_shape is not None:
             mlist = tuple(m.strip() for m in (methods.split(",") if methods is not None
-                                              else DEFAULT_METHODS) if m.strip())
+                                              else cfg.targets[0].methods) if m.strip())
             if not mlist:
                 raise UserInputError("--methods is empty: give e.g. tucker2,cp,svd")
             rlist = parse_rank_range(ranks) if ranks is not None else DEFAULT_RANKS

@@ -1,9 +1,23 @@
 """The one featuriser: a per-layer table of a model at an input shape, and model-level sums.
 
 Layers are the leaf modules that run in a forward pass (found with forward hooks, so the
-order is execution order and a module called twice appears twice). Residual additions
-and other functional ops are not modules and are not listed; their cost shows up in the
-model-level activation traffic only through the layers around them.
+order is execution order and a module called twice appears twice), plus — since schema 2 —
+the functional branch merges executed outside leaf modules, found with a
+:class:`torch.overrides.TorchFunctionMode` active during the forward:
+
+* ``op = "add"``: an elementwise addition of two tensors (``a + b``, ``torch.add``,
+  ``Tensor.add``, in-place ``a += b`` / ``add_``), i.e. residual and node sums;
+* ``op = "concat"``: ``torch.cat`` / ``torch.concat`` / ``torch.concatenate``.
+
+They are named ``"<module whose forward ran them>.add#k"`` / ``".concat#k"`` (``k`` counts
+from 0 per module and op; ``"add#k"`` for the top module), have ``macs = params = 0``,
+channels and ``out_h``/``out_w`` of the output, ``in_h``/``in_w`` of the first tensor input,
+``act_in_bytes`` = bytes of all tensor inputs and ``act_out_bytes`` = bytes of the output.
+Ops inside a listed leaf module's own forward are part of that layer and are not listed
+again. Deliberately not listed: additions with a python scalar (``x + 1``), and other
+functional ops (``mul``, ``flatten``, ``x * 0.0`` …) — they are not branch merges, and a
+minimal set keeps tables stable. ``nn.Identity``/``Dropout``/``Flatten`` still give no row
+(a skip edge shows up through the ``add`` that merges it).
 
 MACs count multiply–accumulates of convolutions and linear layers; other layers have
 ``macs = 0`` but their activation traffic is recorded. Bytes use each tensor's own dtype.
@@ -16,6 +30,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = [
     "FEATURE_SCHEMA_VERSION",
@@ -27,7 +42,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2  # 2: functional add / concat rows
 
 LAYER_COLUMNS = [
     "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
@@ -114,8 +129,64 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> 
     return row
 
 
+_ADD_FUNCS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
+                        torch.Tensor.__radd__, torch.Tensor.__iadd__})
+_CAT_FUNCS = frozenset({torch.cat, torch.concat, torch.concatenate})
+
+
+def _tensors(args: Sequence, kwargs: dict) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(t for t in a if isinstance(t, torch.Tensor))
+    return out
+
+
+def _functional_row(name: str, op: str, inputs: list[torch.Tensor], y: torch.Tensor) -> dict:
+    in_h, in_w = _hw(inputs[0])
+    out_h, out_w = _hw(y)
+    c = int(y.shape[1]) if y.dim() > 1 else 1
+    return dict(
+        name=name, op=op, in_channels=c, out_channels=c,
+        kernel_h=1, kernel_w=1, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
+        dilation_h=1, dilation_w=1, groups=1, bias=0,
+        in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=0, weight_bytes=0,
+        act_in_bytes=sum(t.numel() * t.element_size() for t in inputs),
+        act_out_bytes=y.numel() * y.element_size(),
+    )
+
+
+class _FunctionalOps(TorchFunctionMode):
+    """Records add / concat calls made outside listed leaf modules (see the module notes)."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        super().__init__()
+        self.rows = rows
+        self.stack: list[str] = []  # names of the modules whose forward is running
+        self.in_leaf = 0  # how many listed leaf modules are running (ops there are theirs)
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)  # the mode is off inside: nested calls are not seen
+        if self.in_leaf == 0 and isinstance(out, torch.Tensor):
+            op = "add" if func in _ADD_FUNCS else "concat" if func in _CAT_FUNCS else None
+            if op is not None:
+                inputs = _tensors(args, kwargs)
+                # A branch merge has two tensor operands; ``x + 1`` is not one.
+                if op == "concat" or len(inputs) >= 2:
+                    parent = self.stack[-1] if self.stack else ""
+                    k = self.counts.get((parent, op), 0)
+                    self.counts[(parent, op)] = k + 1
+                    name = f"{parent}.{op}#{k}" if parent else f"{op}#{k}"
+                    self.rows.append(_functional_row(name, op, inputs or [out], out))
+        return out
+
+
 def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
-    """One row per executed layer of ``model`` on a zero input of ``input_shape``.
+    """One row per executed layer (and functional add / concat) of ``model`` on a zero input.
 
     Parameters
     ----------
@@ -132,17 +203,25 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
     """
     rows: list[dict] = []
     handles = []
+    mode = _FunctionalOps(rows)
     for name, m in model.named_modules():
         op = _op_name(m)
-        if op is None:
-            continue
 
-        def hook(mod, inputs, output, _name=name, _op=op):
+        def enter(mod, inputs, _name=name, _leaf=op is not None):
+            mode.stack.append(_name)
+            mode.in_leaf += _leaf
+
+        def leave(mod, inputs, output, _name=name, _op=op):
+            mode.stack.pop()
+            if _op is None:
+                return
+            mode.in_leaf -= 1
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else output
             if isinstance(output, torch.Tensor):
                 rows.append(_row(_name, mod, x, output, _op))
 
-        handles.append(m.register_forward_hook(hook))
+        handles.append(m.register_forward_pre_hook(enter))
+        handles.append(m.register_forward_hook(leave))
     was_training = model.training
     try:
         model.eval()
@@ -155,7 +234,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
             dtype=param.dtype if param is not None and param.is_floating_point() else torch.float32,
             device=param.device if param is not None else None,
         )
-        with torch.no_grad():
+        with torch.no_grad(), mode:
             model(x)
     finally:
         for h in handles:
@@ -173,7 +252,9 @@ def model_features(table: pd.DataFrame) -> dict[str, float]:
     """Model-level features from a :func:`layer_table`: sums, counts by op, peak memory.
 
     Peak activation memory is approximated by the largest ``act_in + act_out`` of one layer
-    (the two buffers a layer needs at once); residual branches kept alive are not counted.
+    (the buffers a layer needs at once; for an ``add`` row both operands and the output);
+    other residual branches kept alive are not counted. ``n_add`` counts functional
+    additions (schema 2); ``n_layers`` counts every row, ``add``/``concat`` included.
     """
     t = table
     feats: dict[str, float] = {
@@ -184,7 +265,7 @@ def model_features(table: pd.DataFrame) -> dict[str, float]:
         "peak_act_bytes": float((t["act_in_bytes"] + t["act_out_bytes"]).max()) if len(t) else 0.0,
         "n_layers": float(len(t)),
     }
-    for op in ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool"):
+    for op in ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool", "add"):
         feats[f"n_{op}"] = float((t["op"] == op).sum())
     conv = t[t["op"].isin(["conv", "dwconv"])]
     feats["n_conv1x1"] = float(((conv["kernel_h"] == 1) & (conv["kernel_w"] == 1)).sum())

@@ -11,7 +11,10 @@ slower), ~10 minutes in all. :class:`NB201Featurizer` therefore computes, with t
 network whose cells have no live edge) and the table of each cell operation once per stage
 (15 tiny modules), then assembles each network's table from them in the order its cells run.
 This is exact, not an approximation: hooks list leaf modules in execution order, and a
-NAS-Bench-201 cell runs its live edges' operations one after another on same-shaped tensors.
+NAS-Bench-201 cell runs its live edges' operations one after another on same-shaped tensors,
+adding each edge's output into its target node (one ``add`` row, ``cells.<i>.add#<k>``, for
+every edge into an already-filled node — computed once per stage, like the operations; the
+reduction blocks' residual adds are part of the skeleton).
 Tests compare it to ``layer_table(build_nb201(arch))`` row by row; ``exact=True`` uses the
 full build instead (cached by the set of live edges, since dead edges are not built).
 """
@@ -200,6 +203,13 @@ class NB201Featurizer:
                 cols = _frame_to_columns(t)
                 cols["name"] = np.array([n[len("ops.0"):] for n in cols["name"]], dtype=object)
                 ops[(op, shape)] = cols
+            # The node sum: two skip edges into one node give exactly one row, "add#0".
+            t = layer_table(InferCell([("skip_connect", 0, 1), ("skip_connect", 0, 1)], shape[1]), shape)
+            if t["name"].tolist() != ["add#0"]:
+                raise RuntimeError("unexpected NAS-Bench-201 node sum; use exact=True")
+            cols = _frame_to_columns(t)
+            cols["name"] = np.array([""], dtype=object)
+            ops[("add", shape)] = cols
         self._dtypes = skeleton.dtypes.to_dict()
         self._parts = (plan, ops)
 
@@ -223,8 +233,14 @@ class NB201Featurizer:
                 pieces.append(what)  # type: ignore[arg-type]
                 continue
             prefix, shape = what  # type: ignore[misc]
-            for k, (op, _, _) in enumerate(key):
+            filled: set[int] = set()
+            n_add = 0
+            for k, (op, _, dst) in enumerate(key):
                 pieces.append(_rename(ops[(op, shape)], f"{prefix}ops.{k}"))
+                if dst in filled:  # InferCell: nodes[d] = nodes[d] + y
+                    pieces.append(_rename(ops[("add", shape)], f"{prefix}add#{n_add}"))
+                    n_add += 1
+                filled.add(dst)
         return {c: np.concatenate([p[c] for p in pieces]) for c in LAYER_COLUMNS}
 
 
@@ -245,7 +261,7 @@ class ImportResult:
         Rows without a positive latency in the chosen column (not imported).
     layer_tables : int
         Distinct networks (sets of live edges) featurised now (several may share one stored
-        table: e.g. skip edges add no layer).
+        table).
     seconds : float
         Wall time of the import.
     """
@@ -387,8 +403,8 @@ def import_nb201(
                     else:
                         tid = table_ids.get(key)
                         if tid is None:
-                            # Hash first: many networks share a stored table (skip edges
-                            # add no layer), and only new ones need a DataFrame and features.
+                            # Hash first: networks may share a stored table, and only new
+                            # ones need a DataFrame and features.
                             cols = feat.columns(key)
                             encoded = encode_layer_columns(cols)
                             tid = store.layer_table_id(encoded[1])

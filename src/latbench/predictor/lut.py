@@ -112,10 +112,13 @@ class LUTPredictor(LatencyPredictor):
             ).fit(layer_matrix(t).to_numpy(dtype=float), np.log(t["latency_ms"].to_numpy(dtype=float)))
         s, n, _ = self._sums(batch)
         if len(y) >= 3:
-            lr = LinearRegression().fit(np.column_stack([s, n]), y)
+            # Non-negative slopes: an unconstrained fit on a few noisy models can make the
+            # table's sum count *against* latency and predict negative times.
+            lr = LinearRegression(positive=True).fit(np.column_stack([s, n]), y)
             self.coef_ = np.array([lr.coef_[0], lr.coef_[1], lr.intercept_])
         else:
             self.coef_ = np.array([1.0, 0.0, 0.0])
+        self.floor_ms_ = float(np.min(y)) * 0.1 if len(y) else 0.0
 
     def _sums(self, batch: LayerBatch) -> tuple[np.ndarray, np.ndarray, dict]:
         f, g = batch.frame, batch.group
@@ -141,4 +144,5 @@ class LUTPredictor(LatencyPredictor):
         s, n, info = self._sums(batch)
         self.last_missing_ = info
         a, b, c = self.coef_
-        return a * s + b * n + c
+        # a latency is positive: never predict below a tenth of the fastest model trained on
+        return np.maximum(a * s + b * n + c, getattr(self, "floor_ms_", 0.0))
