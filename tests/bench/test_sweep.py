@@ -349,10 +349,11 @@ def test_bad_sweep_config_is_one_clear_user_error(tmp_path: Path, text: str | No
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-def test_default_sweep_is_resnet18_at_224_with_tucker2_cp_svd() -> None:
+def test_default_sweep_is_resnet18_at_224_with_tucker2_and_svd() -> None:
     cfg = default_config()
     assert [(t.model, t.input_shape) for t in cfg.targets] == [("resnet18", (1, 3, 224, 224))]
-    assert cfg.targets[0].methods == ("tucker2", "cp", "svd") and cfg.random_plans > 0
+    # CP is opt-in: its ALS made the default sweep take 12 minutes instead of about 4.5
+    assert cfg.targets[0].methods == ("tucker2", "svd") and cfg.random_plans > 0
     assert default_config(repeats=4, threads=None).repeats == 4
 
 

@@ -6,7 +6,7 @@ with decomposed layers) — nothing here knows about a particular architecture f
 
 Model-level features are sums and counts over layers grouped by
 
-* operation kind (``conv``, ``dwconv``, ``linear``, ``bn``, ``act``, pools, other);
+* operation kind (``conv``, ``dwconv``, ``linear``, ``bn``, ``act``, pools, ``add``, ``concat``, other);
 * convolution bucket: kernel size (1, 3, 5, 7, other) × strided or not × grouped or not;
 * resolution level: ``round(log2(out_h · out_w) / 2)``, i.e. log2 of the output side, so a
   224 input gives levels 7…0 and a 32 input 5…0 — a general stand-in for "stage";
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Operation kinds the encoders know; any other ``op`` of the featuriser counts as "other".
-OP_KINDS = ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool", "other")
+OP_KINDS = ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool", "add", "concat", "other")
 _KERNELS = (1, 3, 5, 7)
 _N_LEVELS = 9  # resolution levels 0 (1×1) … 8 (256×256 and above)
 _BALANCES = (1.0, 4.0, 16.0, 64.0)
@@ -243,7 +243,7 @@ def model_matrix(X: object) -> pd.DataFrame:
 
 #: Coarse layer tokens for execution-order pairs (a conv's token names its kernel size).
 _TOKENS = ("conv1", "conv3", "convk", "dwconv", "linear", "bn", "act", "maxpool", "avgpool",
-           "other")
+           "add", "concat", "other")
 
 
 def _tokens(frame: pd.DataFrame, op: np.ndarray) -> np.ndarray:
