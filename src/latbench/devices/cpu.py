@@ -43,6 +43,24 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 
+
+
+def check_graph_optimization(device: str, level: str) -> None:
+    """Refuse an onnxruntime graph-optimisation level not in :data:`GRAPH_OPTIMIZATION_LEVELS`.
+
+    Raises
+    ------
+    UserInputError
+        Naming the device, the bad level, close matches and the choices.
+    """
+    if level not in GRAPH_OPTIMIZATION_LEVELS:
+        raise UserInputError(
+            f"device {device!r}: unknown graph_optimization {level!r}"
+            f"{suggest(level, list(GRAPH_OPTIMIZATION_LEVELS))}; choose one of: "
+            + ", ".join(GRAPH_OPTIMIZATION_LEVELS)
+        )
+
+
 _ORT_TENSOR_DTYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -218,12 +236,7 @@ class CpuDevice(Device):
                  graph_optimization: str = "all", seed: int = 0) -> None:
         if threads is not None and threads < 1:
             raise UserInputError(f"device {name!r}: threads must be at least 1, got {threads}")
-        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise UserInputError(
-                f"device {name!r}: unknown graph_optimization {graph_optimization!r}"
-                f"{suggest(graph_optimization, list(GRAPH_OPTIMIZATION_LEVELS))}; choose one of: "
-                + ", ".join(GRAPH_OPTIMIZATION_LEVELS)
-            )
+        check_graph_optimization(name, graph_optimization)
         self.name = name
         self.threads = threads
         self.graph_optimization = graph_optimization

@@ -27,9 +27,9 @@ from latbench.bench.measurement import Measurement
 from latbench.bench.spec import BenchSpec, DeviceInfo
 from latbench.bench.timing import Sampling, sample, wall_clock
 from latbench.devices.base import Device
-from latbench.devices.cpu import GRAPH_OPTIMIZATION_LEVELS, check_spec, random_input
+from latbench.devices.cpu import GRAPH_OPTIMIZATION_LEVELS, check_graph_optimization, check_spec, \
+    random_input
 from latbench.exceptions import DeviceError, UserInputError
-from latbench.registry import suggest
 
 __all__ = [
     "CudaDevice",
@@ -174,12 +174,7 @@ class CudaDevice(Device):
             raise UserInputError(f"device {name!r}: device_id must be 0 or more, got {device_id}")
         if threads < 1:
             raise UserInputError(f"device {name!r}: threads must be at least 1, got {threads}")
-        if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise UserInputError(
-                f"device {name!r}: unknown graph_optimization {graph_optimization!r}"
-                f"{suggest(graph_optimization, list(GRAPH_OPTIMIZATION_LEVELS))}; choose one of: "
-                + ", ".join(GRAPH_OPTIMIZATION_LEVELS)
-            )
+        check_graph_optimization(name, graph_optimization)
         self.name = name
         self.device_id = device_id
         self.threads = threads
