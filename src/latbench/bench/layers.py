@@ -12,7 +12,7 @@ from latbench.bench.measurement import Measurement
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
-__all__ = ["LAYER_OPS_MEASURED_ALONE", "single_layer_model", "measure_layer"]
+__all__ = ["LAYER_OPS_MEASURED_ALONE", "single_layer_model", "measure_layer", "runtime_identity"]
 
 #: Layer kinds measured alone. BatchNorm and activations are fused into the convolution by
 #: onnxruntime's graph optimiser, so alone they would be timed in a form that never runs.
@@ -72,3 +72,14 @@ def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
                                                         repeats=repeats))
     finally:
         artifact.path.unlink(missing_ok=True)
+
+
+def runtime_identity(device: Device, threads: int | None) -> tuple[str, str, int]:
+    """``(runtime, runtime_version, threads)``: what a stored measurement must match to be reused.
+
+    It is the same for every model on one device, so callers compute it once.
+    """
+    from latbench.artifact import Artifact
+
+    spec = device.make_spec(Artifact(Path("probe.onnx"), "", (1,)), threads=threads)
+    return spec.runtime, spec.runtime_version, spec.threads

@@ -13,16 +13,17 @@ import random
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
 from latbench.artifact import Artifact
-from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE, measure_layer
+from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE, measure_layer, runtime_identity
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
 from latbench.exceptions import DeviceError, LatbenchError, UserInputError
 
@@ -253,7 +254,7 @@ def run_sweep(
     """
     from latbench.compress.export import export_onnx
     from latbench.compress.model import compress_model
-    from latbench.data.features import layer_key, layer_table
+    from latbench.data.features import layer_table
     from latbench.data.store import Store
     from latbench.devices.registry import get_device
     from latbench.models import resolve_model
@@ -275,6 +276,7 @@ def run_sweep(
     with get_device(device, devices_file) as dev, Store(db) as store, \
             _workdir(workdir) as work, _frozen_heap():
         dev_id = store.add_device(dev.info())
+        runtime = runtime_identity(dev, config.threads)
 
         def spec_for(artifact: Artifact):
             return dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
@@ -286,12 +288,10 @@ def run_sweep(
 
         for i, v in enumerate(variants, start=1):
             key = v.key
-            probe = spec_for(Artifact(work / "probe.onnx", "", v.input_shape))
-            if store.has_measurement(key, v.input_shape, dev.name, probe.runtime,
-                                     probe.runtime_version, probe.threads):
+            if store.has_measurement(key, v.input_shape, dev.name, *runtime):
                 summary.skipped += 1
                 if config.per_layer:
-                    _collect_layers(store, key, v.input_shape, layer_rows)
+                    _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
                 emit(i, f"{v.model} {v.label}", "skipped")
                 continue
             stage = "compress"
@@ -333,13 +333,11 @@ def run_sweep(
                 store.add_measurement(vid, dev_id, m)
             summary.measured += 1
             if config.per_layer:
-                for _, row in table.iterrows():
-                    if row["op"] in LAYER_OPS_MEASURED_ALONE:
-                        layer_rows.setdefault(layer_key(row), row.to_dict())
+                _collect_layers(table, layer_rows)
             emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
 
         if config.per_layer:
-            _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary,
+            _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
                             progress)
     return summary
 
@@ -382,10 +380,10 @@ def _workdir(workdir: str | Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _collect_layers(store, key: str, shape: Sequence[int], into: dict[str, dict]) -> None:
+def _collect_layers(table: pd.DataFrame | None, into: dict[str, dict]) -> None:
+    """Add the distinct layer configurations of ``table`` that are measured alone to ``into``."""
     from latbench.data.features import layer_key
 
-    table = store.variant_layers(key, shape)
     if table is None:
         return
     for _, row in table.iterrows():
@@ -393,7 +391,7 @@ def _collect_layers(store, key: str, shape: Sequence[int], into: dict[str, dict]
             into.setdefault(layer_key(row), row.to_dict())
 
 
-def _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summary, progress) -> None:
+def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary, progress) -> None:
     items = list(layer_rows.items())
 
     def emit(j: int, label: str, status: str, med: float | None = None, err: str | None = None):
@@ -401,12 +399,10 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, spec_for, summ
             progress(SweepEvent(j, len(items), label, status, med, err, phase="layers"))
 
     for j, (lkey, row) in enumerate(items, start=1):
-        probe = spec_for(Artifact(work / "probe.onnx", "", (1,)))
         label = f"layer {row['op']} {row['in_channels']}→{row['out_channels']} " \
                 f"{row['kernel_h']}x{row['kernel_w']}/{row['stride_h']} g{row['groups']} " \
                 f"@{row['in_h']}x{row['in_w']}"
-        if store.has_layer_measurement(lkey, dev.name, probe.runtime, probe.runtime_version,
-                                       probe.threads):
+        if store.has_layer_measurement(lkey, dev.name, *runtime):
             summary.layers_skipped += 1
             emit(j, label, "skipped")
             continue

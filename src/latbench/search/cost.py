@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,26 +103,19 @@ class MeasuredLayerCost:
         self.lut_ms: dict[str, float] = {}
         self.overhead_ms: float | None = None
 
-    def _spec_probe(self):
-        from latbench.artifact import Artifact
-
-        return self.device.make_spec(Artifact(Path("probe.onnx"), "", (1,)), threads=self.threads)
-
     def _stored(self, key: str) -> float | None:
-        lookup = getattr(self.store, "layer_latency_ms", None)
-        if lookup is None:
+        if self.store is None:
             return None
-        hit = lookup(key, self.device.name, *self._runtime)
+        hit = self.store.layer_latency_ms(key, self.device.name, *self._runtime)
         return None if hit is None or not np.isfinite(hit) else float(hit)
 
     def _measure_all(self, rows: dict[str, dict]) -> None:
-        from latbench.bench.layers import measure_layer
+        from latbench.bench.layers import measure_layer, runtime_identity
 
         todo = [k for k in rows if k not in self.lut_ms]
         if not todo and self.overhead_ms is not None:
             return
-        probe = self._spec_probe()
-        self._runtime = (probe.runtime, probe.runtime_version, probe.threads)
+        self._runtime = runtime_identity(self.device, self.threads)
         dev_id = self.store.add_device(self.device.info()) if self.store is not None else None
         with tempfile.TemporaryDirectory(prefix="latbench-search-") as tmp:
             trivial = {"op": "conv", "in_channels": 1, "out_channels": 1, "kernel_h": 1,
