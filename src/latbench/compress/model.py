@@ -110,11 +110,9 @@ def decomposable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _macs_by_prefix(table, names: Sequence[str]) -> dict[str, int]:
-    result = {}
-    for n in names:
-        mask = (table["name"] == n) | table["name"].str.startswith(n + ".")
-        result[n] = int(table.loc[mask, "macs"].sum())
-    return result
+    from latbench.data.features import rows_of
+
+    return {n: int(table.loc[rows_of(table, n), "macs"].sum()) for n in names}
 
 
 def _probe_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ __all__ = [
     "model_features",
     "layer_key",
     "count_params",
+    "rows_of",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
@@ -284,3 +285,8 @@ _KEY_FIELDS = (
 def layer_key(row: pd.Series | dict) -> str:
     """A stable string naming a layer configuration (what a lookup table is keyed by)."""
     return "|".join(f"{f}={int(row[f]) if f != 'op' else row[f]}" for f in _KEY_FIELDS)
+
+
+def rows_of(table: pd.DataFrame, name: str) -> pd.Series:
+    """Boolean mask of the rows of module ``name`` and of everything inside it."""
+    return (table["name"] == name) | table["name"].str.startswith(name + ".")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from latbench.data.features import rows_of
 from latbench.search.candidates import LayerSlot
 
 __all__ = ["CostModel", "PredictorCost", "MeasuredLayerCost"]
@@ -28,13 +29,9 @@ class CostModel(Protocol):
         """Fill ``cost_ms`` of every candidate; return the predicted latency of the model (ms)."""
 
 
-def _rows_of(table: pd.DataFrame, name: str) -> pd.Series:
-    return (table["name"] == name) | table["name"].str.startswith(name + ".")
-
-
 def _with_candidate(table: pd.DataFrame, slot: LayerSlot, rows: pd.DataFrame) -> pd.DataFrame:
     """The model's layer table with ``slot``'s rows replaced by ``rows`` (in place of them)."""
-    mask = _rows_of(table, slot.name)
+    mask = rows_of(table, slot.name)
     first = int(mask.to_numpy().argmax())
     new = rows.copy()
     new["name"] = [f"{slot.name}.{n}" if n else slot.name for n in new["name"]]
