@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from latbench.data.features import LAYER_COLUMNS, count_params, layer_key, layer_table, model_features
+from latbench.data.features import (
+    LAYER_COLUMNS, count_params, layer_key, layer_table, model_features, parse_inputs,
+)
 
 
 def _one(layer: nn.Module, shape: tuple[int, ...]) -> pd.Series:
@@ -207,3 +209,42 @@ def test_hooks_and_modes_leave_no_state_behind():
     assert torch._C._len_torch_function_stack() == 0
     # Functional ops after the call are not recorded anywhere (and do not fail).
     assert (torch.ones(2) + torch.ones(2)).tolist() == [2.0, 2.0]
+
+
+def test_inputs_follow_tensors_through_views_skips_and_merges():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)
+            self.skip, self.drop = nn.Identity(), nn.Dropout(0.1)
+            self.fc = nn.Linear(4 * 9, 3)
+
+        def forward(self, x):
+            h = self.a(x)  # row 0, reads the model input
+            y = self.b(self.drop(h))  # row 1, reads row 0 through dropout
+            z = self.skip(h) + y  # row 2 (add), reads rows 0 and 1
+            cat = torch.cat([z, y * 2.0], dim=1)  # row 3 (concat): rows 2 and 1 (mul passes on)
+            return self.fc(torch.flatten(cat, 1))  # row 4 through flatten
+
+    t = layer_table(Net(), (1, 2, 3, 3))
+    assert t["op"].tolist() == ["conv", "conv", "add", "concat", "linear"]
+    assert t["inputs"].tolist() == ["", "0", "0,1", "1,2", "3"]
+    assert parse_inputs("1,2") == [1, 2] and parse_inputs("") == [] and parse_inputs(None) == []
+
+
+def test_inputs_of_in_place_residual_and_shared_input():
+    import torchvision
+
+    t = layer_table(torchvision.models.resnet18(), (1, 3, 32, 32))
+    rows = {n: i for i, n in reversed(list(enumerate(t["name"])))}  # first row of each name
+    add = t.iloc[rows["layer1.0.add#0"]]
+    # The residual reads the max-pool output (the block input) and the second BN.
+    assert add["inputs"] == f"{rows['maxpool']},{rows['layer1.0.bn2']}"
+    # A downsampling block's two branches both read the previous block's output.
+    down = t.iloc[rows["layer2.0.downsample.0"]]
+    conv1 = t.iloc[rows["layer2.0.conv1"]]
+    assert down["inputs"] == conv1["inputs"] != ""
+    # Every row but the first reads something, and only earlier rows.
+    for i, v in enumerate(t["inputs"]):
+        srcs = parse_inputs(v)
+        assert (i == 0) == (srcs == []) and all(s < i for s in srcs)

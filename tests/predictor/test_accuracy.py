@@ -17,6 +17,22 @@ def test_gbm_learns_planted_relation():
     assert m["acc10"] >= 0.9 and m["spearman"] >= 0.97
 
 
+def test_gbm_robust_losses_shrug_off_disturbed_measurements():
+    import pytest
+
+    from latbench.exceptions import PredictorError
+
+    y = YTR.copy()
+    y[::10] *= 3.0  # one measurement in ten disturbed (a background job, thermal throttling)
+    accs = {loss: regression_metrics(YTE, GBMPredictor(n_estimators=200, loss=loss)
+                                     .fit(XTR, y).predict(XTE))["acc10"]
+            for loss in ("squared", "huber", "absolute")}
+    assert accs["huber"] >= 0.85 and accs["absolute"] >= 0.75
+    assert min(accs["huber"], accs["absolute"]) > accs["squared"] + 0.05
+    with pytest.raises(PredictorError, match="unknown loss"):
+        GBMPredictor(loss="l1").fit(XTR, YTR)
+
+
 def test_gbm_layer_learns_additive_relation():
     m = regression_metrics(YTE, GBMLayerPredictor(n_estimators=100, n_rounds=5).fit(XTR, YTR).predict(XTE))
     # Back-fitting converges slowly towards the planted shares; 5 rounds reach this.

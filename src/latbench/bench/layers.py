@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from latbench.bench.measurement import Measurement
+from latbench.data.features import STRING_COLUMNS
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
@@ -27,7 +28,7 @@ def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...
     UserInputError
         For a layer kind outside :data:`LAYER_OPS_MEASURED_ALONE`.
     """
-    r = {k: (v if k in ("op", "name") else int(v)) for k, v in dict(row).items()}
+    r = {k: (v if k in STRING_COLUMNS else int(v)) for k, v in dict(row).items()}
     op = r["op"]
     if op in ("conv", "dwconv"):
         padding: str | tuple[int, int] = (r["pad_h"], r["pad_w"])

@@ -252,6 +252,7 @@ def run_sweep(
     DeviceError
         If the device is lost; the message says how much was kept.
     """
+    from latbench.compress import reuse_subspaces
     from latbench.compress.export import export_onnx
     from latbench.compress.model import compress_model
     from latbench.data.features import layer_table
@@ -273,8 +274,10 @@ def run_sweep(
     summary = SweepSummary()
     layer_rows: dict[str, dict] = {}
     # The device first: an unknown name must fail before a database file is created.
+    # reuse_subspaces: variants of one model share its weights, so SVD / Tucker-2 factor each
+    # matrix once for the whole sweep rather than once per variant.
     with get_device(device, devices_file) as dev, Store(db) as store, \
-            _workdir(workdir) as work, _frozen_heap():
+            _workdir(workdir) as work, _frozen_heap(), reuse_subspaces():
         dev_id = store.add_device(dev.info())
         runtime = runtime_identity(dev, config.threads)
 

@@ -11,7 +11,8 @@ reconstruction is exact even when the weight is rank-deficient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from latbench.compress._base import DecompositionMethod, check_rank
 from latbench.exceptions import UserInputError
 
 __all__ = [
+    "reuse_subspaces",
     "leading_subspace",
     "top_eigvecs",
     "two_factor",
@@ -53,13 +55,64 @@ def leading_subspace(mats: torch.Tensor, k: int) -> torch.Tensor:
         non-increasing in ``k``.
     """
     a = mats.detach().to(torch.float64)
-    return top_eigvecs(a @ a.transpose(-1, -2), k)
+    if _CACHE is None:
+        return top_eigvecs(a @ a.transpose(-1, -2), k)
+    vecs = _cached(("subspace",) + _fingerprint(a), lambda: _all_eigvecs(a @ a.transpose(-1, -2)))
+    return vecs[..., :k]
 
 
 def top_eigvecs(gram: torch.Tensor, k: int) -> torch.Tensor:
     """Eigenvectors of the ``k`` largest eigenvalues (descending) of symmetric ``(..., m, m)``."""
+    if _CACHE is None:
+        return _all_eigvecs(gram)[..., :k]
+    g = gram.detach().to(torch.float64)
+    return _cached(("eigh",) + _fingerprint(g), lambda: _all_eigvecs(g))[..., :k]
+
+
+def _all_eigvecs(gram: torch.Tensor) -> torch.Tensor:
     _, vecs = torch.linalg.eigh(gram)  # ascending eigenvalues
-    return vecs[..., -k:].flip(-1)
+    return vecs.flip(-1)
+
+
+# Eigendecompositions kept while :func:`reuse_subspaces` is active: decomposing one layer at
+# many ranks (a rank search, a sweep) then costs one eigendecomposition, not one per rank.
+_CACHE: dict[tuple, torch.Tensor] | None = None
+
+
+def _fingerprint(a: torch.Tensor) -> tuple:
+    # Shape plus three reductions (float64) of the matrix: equal keys mean equal matrices for
+    # every practical purpose, and the cache only lives inside one ``reuse_subspaces`` block.
+    flat = a.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 65536)]
+    ramp = torch.linspace(1.0, 2.0, sample.numel(), dtype=torch.float64)
+    return (tuple(a.shape), float(flat.sum()), float((flat * flat).sum()),
+            float((sample * ramp).sum()))
+
+
+def _cached(key: tuple, compute) -> torch.Tensor:
+    assert _CACHE is not None
+    hit = _CACHE.get(key)
+    if hit is None:
+        hit = _CACHE[key] = compute()
+    return hit
+
+
+@contextmanager
+def reuse_subspaces() -> Iterator[None]:
+    """Within the block, reuse each matrix's eigendecomposition across ranks (nested use is fine).
+
+    Results are identical to computing afresh: bases for smaller ranks are prefixes of the
+    full, descending one (see :func:`leading_subspace`).
+    """
+    global _CACHE
+    outer = _CACHE
+    if outer is None:
+        _CACHE = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _CACHE = None
 
 
 def two_factor(mats: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

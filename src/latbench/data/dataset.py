@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latbench.data.features import LAYER_COLUMNS, model_features
+from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, model_features
 from latbench.data.store import Store, decode_layer_table
 from latbench.exceptions import UserInputError
 
@@ -28,7 +28,7 @@ def model_feature_names() -> list[str]:
 
 def _empty_layers() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="int64") for c in LAYER_COLUMNS}).astype(
-        {"name": "str", "op": "str"})
+        {c: "str" for c in STRING_COLUMNS})
 
 
 @dataclass
@@ -171,13 +171,15 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
     layer_index = gather - np.repeat(first, lens)
     data: dict[str, object] = {"variant_id": np.repeat(vids, lens), "layer_index": layer_index}
     for c in LAYER_COLUMNS:
-        col = np.concatenate([tables[t][0][c] for t in uniq])[gather]
-        if c not in ("name", "op") and col.dtype == object:
+        # Tables stored before feature schema 3 have no ``inputs``: empty (no known edges).
+        col = np.concatenate([tables[t][0][c] if c in tables[t][0]
+                              else np.full(lengths[t], "", dtype=object) for t in uniq])[gather]
+        if c not in STRING_COLUMNS and col.dtype == object:
             # A model with no layers stores empty object columns; keep numbers numeric.
             col = col.astype(np.int64)
         data[c] = col
     out = pd.DataFrame(data)
-    return out.astype({"name": "str", "op": "str"})
+    return out.astype({c: "str" for c in STRING_COLUMNS})
 
 
 def _layer_latency_frame(lat: pd.DataFrame) -> pd.DataFrame:

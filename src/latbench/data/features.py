@@ -21,6 +21,15 @@ minimal set keeps tables stable. ``nn.Identity``/``Dropout``/``Flatten`` still g
 
 MACs count multiply–accumulates of convolutions and linear layers; other layers have
 ``macs = 0`` but their activation traffic is recorded. Bytes use each tensor's own dtype.
+
+Since schema 3 the table is also a dataflow graph: ``inputs`` names, as comma-separated row
+indices (ascending, ``""`` for the model input or a constant), the rows that produced the
+tensors a row consumed. Tensors are followed through everything that is not a row (views,
+``flatten``, ``Identity``, dropout, ``x * 0.0`` …: their output inherits the producers of
+their tensor inputs), so a skip connection links the ``add`` to the row before the branch.
+Runtimes that run independent branches at once (TensorFlow's inter-op pool, GPU streams) are
+bound by the longest path of this graph rather than the sum of its rows; the predictors'
+encoders compute such critical paths from it (:mod:`latbench.predictor.encode`).
 """
 
 from __future__ import annotations
@@ -40,17 +49,22 @@ __all__ = [
     "layer_key",
     "count_params",
     "rows_of",
+    "STRING_COLUMNS",
+    "parse_inputs",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
-FEATURE_SCHEMA_VERSION = 2  # 2: functional add / concat rows
+FEATURE_SCHEMA_VERSION = 3  # 2: functional add / concat rows; 3: ``inputs`` (dataflow)
 
 LAYER_COLUMNS = [
     "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
     "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups",
     "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
-    "act_in_bytes", "act_out_bytes",
+    "act_in_bytes", "act_out_bytes", "inputs",
 ]
+
+#: The string columns of a layer table (the rest are integers).
+STRING_COLUMNS = ("name", "op", "inputs")
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid,
@@ -160,7 +174,8 @@ def _functional_row(name: str, op: str, inputs: list[torch.Tensor], y: torch.Ten
 
 
 class _FunctionalOps(TorchFunctionMode):
-    """Records add / concat calls made outside listed leaf modules (see the module notes)."""
+    """Records add / concat calls made outside listed leaf modules (see the module notes),
+    and which row produced each tensor (the ``inputs`` column)."""
 
     def __init__(self, rows: list[dict]) -> None:
         super().__init__()
@@ -168,21 +183,46 @@ class _FunctionalOps(TorchFunctionMode):
         self.stack: list[str] = []  # names of the modules whose forward is running
         self.in_leaf = 0  # how many listed leaf modules are running (ops there are theirs)
         self.counts: dict[tuple[str, str], int] = {}
+        # id(tensor) -> (the tensor, rows that produced it). The tensor is held so that its
+        # id is not reused by a later tensor during the trace.
+        self.producers: dict[int, tuple[torch.Tensor, frozenset[int]]] = {}
+
+    def sources(self, tensors: Sequence[torch.Tensor]) -> frozenset[int]:
+        out: frozenset[int] = frozenset()
+        for t in tensors:
+            hit = self.producers.get(id(t))
+            if hit is not None and hit[0] is t:
+                out |= hit[1]
+        return out
+
+    def produced(self, out: object, rows: frozenset[int]) -> None:
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.producers[id(t)] = (t, rows)
+
+    def add_row(self, row: dict, inputs: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+        row["inputs"] = ",".join(str(i) for i in sorted(self.sources(inputs)))
+        self.produced(out, frozenset({len(self.rows)}))
+        self.rows.append(row)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)  # the mode is off inside: nested calls are not seen
-        if self.in_leaf == 0 and isinstance(out, torch.Tensor):
+        if self.in_leaf:
+            return out
+        inputs = _tensors(args, kwargs)
+        if isinstance(out, torch.Tensor):
             op = "add" if func in _ADD_FUNCS else "concat" if func in _CAT_FUNCS else None
-            if op is not None:
-                inputs = _tensors(args, kwargs)
-                # A branch merge has two tensor operands; ``x + 1`` is not one.
-                if op == "concat" or len(inputs) >= 2:
-                    parent = self.stack[-1] if self.stack else ""
-                    k = self.counts.get((parent, op), 0)
-                    self.counts[(parent, op)] = k + 1
-                    name = f"{parent}.{op}#{k}" if parent else f"{op}#{k}"
-                    self.rows.append(_functional_row(name, op, inputs or [out], out))
+            # A branch merge has two tensor operands; ``x + 1`` is not one.
+            if op is not None and (op == "concat" or len(inputs) >= 2):
+                parent = self.stack[-1] if self.stack else ""
+                k = self.counts.get((parent, op), 0)
+                self.counts[(parent, op)] = k + 1
+                name = f"{parent}.{op}#{k}" if parent else f"{op}#{k}"
+                self.add_row(_functional_row(name, op, inputs or [out], out), inputs, out)
+                return out
+        if inputs:  # not a row: its outputs carry on the producers of its inputs
+            self.produced(out, self.sources(inputs))
         return out
 
 
@@ -200,7 +240,8 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns :data:`LAYER_COLUMNS`; channels, kernel, stride, padding, dilation and
-        groups as integers, ``macs`` (multiply–accumulates), ``params`` and bytes.
+        groups as integers, ``macs`` (multiply–accumulates), ``params`` and bytes;
+        ``inputs``: the rows whose outputs this row consumed (see the module notes).
     """
     rows: list[dict] = []
     handles = []
@@ -219,7 +260,8 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
             mode.in_leaf -= 1
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else output
             if isinstance(output, torch.Tensor):
-                rows.append(_row(_name, mod, x, output, _op))
+                mode.add_row(_row(_name, mod, x, output, _op),
+                             [t for t in inputs if isinstance(t, torch.Tensor)], output)
 
         handles.append(m.register_forward_pre_hook(enter))
         handles.append(m.register_forward_hook(leave))
@@ -241,6 +283,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
         for h in handles:
             h.remove()
         model.train(was_training)
+        mode.producers.clear()
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
 
@@ -285,6 +328,13 @@ _KEY_FIELDS = (
 def layer_key(row: pd.Series | dict) -> str:
     """A stable string naming a layer configuration (what a lookup table is keyed by)."""
     return "|".join(f"{f}={int(row[f]) if f != 'op' else row[f]}" for f in _KEY_FIELDS)
+
+
+def parse_inputs(value: object) -> list[int]:
+    """The row indices of an ``inputs`` cell (``"3,7"`` → ``[3, 7]``; empty or missing → ``[]``)."""
+    if not isinstance(value, str) or not value:
+        return []
+    return [int(v) for v in value.split(",")]
 
 
 def rows_of(table: pd.DataFrame, name: str) -> pd.Series:

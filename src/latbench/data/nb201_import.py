@@ -14,7 +14,10 @@ This is exact, not an approximation: hooks list leaf modules in execution order,
 NAS-Bench-201 cell runs its live edges' operations one after another on same-shaped tensors,
 adding each edge's output into its target node (one ``add`` row, ``cells.<i>.add#<k>``, for
 every edge into an already-filled node — computed once per stage, like the operations; the
-reduction blocks' residual adds are part of the skeleton).
+reduction blocks' residual adds are part of the skeleton). The ``inputs`` column (row indices
+of each row's producers) is rewritten as the parts are placed: an operation's first row reads
+its source node, a node sum reads both operands, and the skeleton row after the cells reads
+the last cell's output instead of the cell input it read in the skeleton.
 Tests compare it to ``layer_table(build_nb201(arch))`` row by row; ``exact=True`` uses the
 full build instead (cached by the set of live edges, since dead edges are not built).
 """
@@ -33,7 +36,7 @@ import pandas as pd
 import torch
 
 from latbench.bench.spec import DeviceInfo
-from latbench.data.features import LAYER_COLUMNS, layer_table
+from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, layer_table, parse_inputs
 from latbench.data.store import IMPORTED_RUNTIME, Store, default_content_hash, encode_layer_columns
 from latbench.exceptions import UserInputError
 from latbench.models.nb201 import InferCell, build_nb201, live_edges, parse_arch
@@ -61,7 +64,7 @@ def _one_thread() -> Iterator[None]:
 
 
 _Columns = dict[str, np.ndarray]
-_STR_COLUMNS = ("name", "op")
+_STR_COLUMNS = STRING_COLUMNS
 
 
 def _frame_to_columns(df: pd.DataFrame) -> _Columns:
@@ -181,17 +184,19 @@ class NB201Featurizer:
             return _frame_to_columns(skeleton[[pred(n) for n in names]])
 
         first_cell = next((k for k, n in enumerate(names) if n.startswith("cells.")), len(names))
-        plan: list[tuple[str, object]] = [
-            ("rows", _frame_to_columns(skeleton.iloc[:first_cell]))]
+        plan: list[tuple[str, object]] = [("rows", (_frame_to_columns(skeleton.iloc[:first_cell]), 0))]
         for i, block in enumerate(net.cells):
             if isinstance(block, InferCell):
                 plan.append(("cell", (f"cells.{i}.", cell_shapes[i])))
             else:
-                plan.append(("rows", rows(lambda n, p=f"cells.{i}.": n.startswith(p))))
+                p = f"cells.{i}."
+                start = next(k for k, n in enumerate(names) if n.startswith(p))
+                plan.append(("rows", (rows(lambda n, p=p: n.startswith(p)), start)))
         last_cell = max((k for k, n in enumerate(names) if n.startswith("cells.")), default=first_cell - 1)
-        plan.append(("rows", _frame_to_columns(skeleton.iloc[last_cell + 1:])))
-        n_rows = sum(len(what["name"]) for kind, what in plan if kind == "rows")  # type: ignore[index]
-        if n_rows != len(skeleton):
+        plan.append(("rows", (_frame_to_columns(skeleton.iloc[last_cell + 1:]), last_cell + 1)))
+        starts = [what[1] for kind, what in plan if kind == "rows"]  # type: ignore[index]
+        lens = [len(what[0]["name"]) for kind, what in plan if kind == "rows"]  # type: ignore[index]
+        if sum(lens) != len(skeleton) or any(a + n != b for a, n, b in zip(starts, lens, starts[1:])):
             # The skeleton is not stem → cells → head; assembling would misplace rows.
             raise RuntimeError("unexpected NAS-Bench-201 network layout; use exact=True")
 
@@ -228,19 +233,56 @@ class NB201Featurizer:
         assert self._parts is not None
         plan, ops = self._parts
         pieces: list[_Columns] = []
+        n = 0  # rows placed so far
+        # Skeleton row -> the rows that now produce what it produced. A cell passes its input
+        # through in the skeleton (no live edge), so after a real cell the skeleton row that fed
+        # it stands for the cell's output.
+        remap: dict[int, frozenset[int]] = {}
+        feeder: int | None = None  # skeleton row whose output the next cell reads
+
+        def place(cols: _Columns, inputs: list[str], prefix: str) -> None:
+            nonlocal n
+            piece = _rename(cols, prefix)
+            piece["inputs"] = np.array(inputs, dtype=object)
+            pieces.append(piece)
+            n += len(inputs)
+
+        def text(rows: frozenset[int] | set[int]) -> str:
+            return ",".join(str(r) for r in sorted(rows))
+
         for kind, what in plan:
             if kind == "rows":
-                pieces.append(what)  # type: ignore[arg-type]
+                cols, start = what  # type: ignore[misc]
+                inputs = []
+                for j, v in enumerate(cols["inputs"]):
+                    srcs: frozenset[int] = frozenset()
+                    for r in parse_inputs(v):
+                        srcs |= remap.get(r, frozenset())
+                    inputs.append(text(srcs))
+                    remap[start + j] = frozenset({n + j})
+                place(cols, inputs, "")
+                if len(inputs):
+                    feeder = start + len(inputs) - 1
                 continue
             prefix, shape = what  # type: ignore[misc]
-            filled: set[int] = set()
+            node: dict[int, frozenset[int]] = {0: remap.get(feeder, frozenset()) if feeder is not None
+                                               else frozenset()}
             n_add = 0
-            for k, (op, _, dst) in enumerate(key):
-                pieces.append(_rename(ops[(op, shape)], f"{prefix}ops.{k}"))
-                if dst in filled:  # InferCell: nodes[d] = nodes[d] + y
-                    pieces.append(_rename(ops[("add", shape)], f"{prefix}add#{n_add}"))
+            for k, (op, src, dst) in enumerate(key):
+                cols = ops[(op, shape)]
+                base = n
+                inputs = [text({base + r for r in parse_inputs(v)}) if v else text(node[src])
+                          for v in cols["inputs"]]
+                place(cols, inputs, f"{prefix}ops.{k}")
+                y = frozenset({n - 1}) if inputs else node[src]
+                if dst in node:  # InferCell: nodes[d] = nodes[d] + y
+                    place(ops[("add", shape)], [text(node[dst] | y)], f"{prefix}add#{n_add}")
                     n_add += 1
-                filled.add(dst)
+                    node[dst] = frozenset({n - 1})
+                else:
+                    node[dst] = y
+            if feeder is not None:
+                remap[feeder] = node.get(3, node[0])
         return {c: np.concatenate([p[c] for p in pieces]) for c in LAYER_COLUMNS}
 
 

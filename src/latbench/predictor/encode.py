@@ -13,7 +13,9 @@ Model-level features are sums and counts over layers grouped by
 
 plus log-scaled totals and roofline-style sums ``Σ max(macs / r, bytes)`` at a few
 machine balances ``r`` (MACs per byte) — the device's own balance is unknown, so several
-are offered and the learner picks. The tables are processed together (one concatenation,
+are offered and the learner picks — and, from the dataflow graph (schema 3's ``inputs``),
+the longest path under the same weights and what lies on it
+(:mod:`latbench.predictor.graph`): what bounds a device that runs branches in parallel. The tables are processed together (one concatenation,
 then ``np.bincount``), so encoding 15k models takes about a second.
 """
 
@@ -25,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from latbench.data.features import LAYER_COLUMNS
+from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS
 from latbench.exceptions import PredictorError
+from latbench.predictor.graph import build_graph, longest_paths, path_rows
 
 __all__ = [
     "LayerBatch",
@@ -43,7 +46,9 @@ OP_KINDS = ("conv", "dwconv", "linear", "bn", "act", "maxpool", "avgpool", "add"
 _KERNELS = (1, 3, 5, 7)
 _N_LEVELS = 9  # resolution levels 0 (1×1) … 8 (256×256 and above)
 _BALANCES = (1.0, 4.0, 16.0, 64.0)
-_NUMERIC = [c for c in LAYER_COLUMNS if c not in ("name", "op")]
+_NUMERIC = [c for c in LAYER_COLUMNS if c not in STRING_COLUMNS]
+#: Columns a table may lack: ``inputs`` (before schema 3, or hand-made: read as a chain).
+_OPTIONAL = ("name", "inputs")
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def as_layer_batch(X: object) -> LayerBatch:
 
 
 def _check_columns(frame: pd.DataFrame) -> None:
-    missing = [c for c in LAYER_COLUMNS if c != "name" and c not in frame.columns]
+    missing = [c for c in LAYER_COLUMNS if c not in _OPTIONAL and c not in frame.columns]
     if missing:
         raise PredictorError(f"layer tables lack the columns {', '.join(missing)}; "
                              "make them with latbench.data.features.layer_table")
@@ -238,7 +243,37 @@ def model_matrix(X: object) -> pd.DataFrame:
             m = pair == a * len(_TOKENS) + c
             cols[f"seq_{ta}>{tc}"] = (np.bincount(pg[m], minlength=n)[:n].astype(np.float64)
                                        if m.any() else np.zeros(n))
+    cols.update(_path_features(b, op, tok, macs, moved, heavy | pool, gsum))
     return pd.DataFrame(cols)
+
+
+def _path_features(b: LayerBatch, op: np.ndarray, tok: np.ndarray, macs: np.ndarray,
+                   moved: np.ndarray, work: np.ndarray, gsum) -> dict[str, np.ndarray]:
+    """Longest-path features (see :mod:`latbench.predictor.graph`)."""
+    weights = {"hops": np.ones(len(op)), "work": work.astype(np.float64), "macs": macs,
+               "bytes": moved}
+    for bal in _BALANCES:
+        weights[f"roofline_b{int(bal)}"] = np.maximum(macs / bal, moved)
+    names = list(weights)
+    W = np.stack([weights[k] for k in names], axis=1) if len(op) else np.zeros((0, len(names)))
+    graph = build_graph(b.frame, b.group, b.n_models)
+    length, via = longest_paths(graph, W)
+    cols: dict[str, np.ndarray] = {}
+    for j, name in enumerate(names):
+        total, on = path_rows(graph, length[:, j], via[:, j])
+        whole = gsum(W[:, j])
+        cols[f"cp_{name}"] = np.log1p(total)
+        cols[f"cp_share_{name}"] = np.divide(total, whole, out=np.zeros_like(total), where=whole > 0)
+        if name in _PATH_MIX:
+            for t, tname in enumerate(_TOKENS):
+                cols[f"cp_{name}_n_{tname}"] = gsum(on * (tok == t))
+            cols[f"cp_{name}_macs"] = np.log1p(gsum(macs, on))
+            cols[f"cp_{name}_bytes"] = np.log1p(gsum(moved, on))
+    return cols
+
+
+#: Weightings whose longest path is also described by what lies on it.
+_PATH_MIX = ("work", "roofline_b16")
 
 
 #: Coarse layer tokens for execution-order pairs (a conv's token names its kernel size).

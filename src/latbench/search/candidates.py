@@ -13,6 +13,7 @@ import pandas as pd
 from torch import nn
 
 from latbench.compress._base import METHODS
+from latbench.compress._linalg import reuse_subspaces
 from latbench.compress.model import decomposable_layers
 from latbench.compress.ranks import resolve_rank
 from latbench.data.features import layer_table
@@ -114,23 +115,24 @@ def generate_candidates(
         n_params = sum(p.numel() for p in layer.parameters())
         slot = LayerSlot(name, layer, shape, [Candidate(name, "keep", (), layer, own, n_params,
                                                         int(own["macs"].sum()))])
-        for mname, method in objs.items():
-            if method.supports(layer) is not None:
-                continue
-            seen: set[tuple[int, ...]] = set()
-            for f in fractions:
-                rank = resolve_rank(float(f), layer, method)
-                if rank in seen or method.n_params(layer, rank) >= n_params:
+        with reuse_subspaces():  # one eigendecomposition per layer, not one per rank
+            for mname, method in objs.items():
+                if method.supports(layer) is not None:
                     continue
-                seen.add(rank)
-                opts = dict((method_options or {}).get(mname, {}))
-                if mname == "cur":
-                    opts.setdefault("seed", seed)
-                d = method.decompose(layer, rank, **opts)
-                rows = layer_table(d.module, shape)
-                slot.candidates.append(Candidate(name, mname, tuple(d.rank), d.module, rows,
-                                                 d.params_after, int(rows["macs"].sum()),
-                                                 float(d.rel_error), notes=tuple(d.notes)))
+                seen: set[tuple[int, ...]] = set()
+                for f in fractions:
+                    rank = resolve_rank(float(f), layer, method)
+                    if rank in seen or method.n_params(layer, rank) >= n_params:
+                        continue
+                    seen.add(rank)
+                    opts = dict((method_options or {}).get(mname, {}))
+                    if mname == "cur":
+                        opts.setdefault("seed", seed)
+                    d = method.decompose(layer, rank, **opts)
+                    rows = layer_table(d.module, shape)
+                    slot.candidates.append(Candidate(name, mname, tuple(d.rank), d.module, rows,
+                                                     d.params_after, int(rows["macs"].sum()),
+                                                     float(d.rel_error), notes=tuple(d.notes)))
         if len(slot.candidates) > 1:
             slots.append(slot)
         if progress is not None:

@@ -1,0 +1,51 @@
+"""Shared linear algebra: the eigendecomposition cache used across ranks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from latbench.compress import _linalg
+from latbench.compress.svd import METHOD as SVD
+from latbench.compress.tucker import METHOD as TUCKER
+
+
+def _count_eigh(monkeypatch) -> list[int]:
+    calls = [0]
+    real = torch.linalg.eigh
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.linalg, "eigh", counting)
+    return calls
+
+
+def test_reuse_subspaces_gives_identical_factors_with_one_eigh_per_matrix(monkeypatch):
+    torch.manual_seed(0)
+    lin, conv = nn.Linear(40, 24), nn.Conv2d(12, 16, 3)
+    fresh = [SVD.decompose(lin, r).module for r in (3, 8)] + \
+        [TUCKER.decompose(conv, (r, r)).module for r in (2, 5)]
+    calls = _count_eigh(monkeypatch)
+    with _linalg.reuse_subspaces():
+        with _linalg.reuse_subspaces():  # nesting keeps the outer cache
+            cached = [SVD.decompose(lin, r).module for r in (3, 8)]
+        cached += [TUCKER.decompose(conv, (r, r)).module for r in (2, 5)]
+    assert calls[0] == 1 + 2  # the linear's Gram once; the conv's two unfoldings once each
+    for a, b in zip(fresh, cached):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+    assert _linalg._CACHE is None  # the cache ends with the block
+
+
+def test_different_weights_do_not_share_a_cache_entry(monkeypatch):
+    a, b = nn.Linear(30, 20), nn.Linear(30, 20)
+    with torch.no_grad():
+        b.weight.copy_(a.weight)
+        b.weight[3, 7] += 1e-3
+    calls = _count_eigh(monkeypatch)
+    with _linalg.reuse_subspaces():
+        ea = SVD.decompose(a, 5).rel_error
+        eb = SVD.decompose(b, 5).rel_error
+    assert calls[0] == 2 and ea != eb

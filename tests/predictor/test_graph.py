@@ -1,0 +1,61 @@
+"""Critical paths of the dataflow graph: hand-checked lengths, chains, batches, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from latbench.data.features import LAYER_COLUMNS
+from latbench.models.nb201 import build_nb201
+from latbench.data.features import layer_table
+from latbench.predictor.encode import as_layer_batch, model_matrix
+from latbench.predictor.graph import build_graph, longest_paths, path_rows
+from tests.predictor._synth import conv_row, elem_row
+
+
+def _diamond(heavy: int) -> pd.DataFrame:
+    """stem → (branch a, branch b) → add: branch a has ``heavy`` times branch b's MACs."""
+    rows = [conv_row(3, 8, 3, 8), conv_row(8, 8, 1, 8), conv_row(8, 8, 1, 8), elem_row("add", 8, 8)]
+    rows[1]["macs"] *= heavy
+    for r, inputs in zip(rows, ["", "0", "0", "1,2"]):
+        r["inputs"] = inputs
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def _paths(tables, weights_of):
+    b = as_layer_batch(tables)
+    g = build_graph(b.frame, b.group, b.n_models)
+    w = weights_of(b.frame).reshape(-1, 1)
+    length, via = longest_paths(g, w)
+    return path_rows(g, length[:, 0], via[:, 0])
+
+
+def test_longest_path_takes_the_heavier_branch_and_marks_its_rows():
+    t = _diamond(heavy=5)
+    total, on = _paths([t], lambda f: f["macs"].to_numpy(dtype=float))
+    m = t["macs"].to_numpy()
+    assert total[0] == m[0] + m[1]  # the add has no MACs
+    assert on.tolist() == [1.0, 1.0, 0.0, 1.0]
+    hops, _ = _paths([t], lambda f: np.ones(len(f)))
+    assert hops[0] == 3  # stem → one branch → add
+
+
+def test_tables_without_edges_are_chains_and_models_stay_separate():
+    a, b = _diamond(1), _diamond(7)
+    a["inputs"] = ""  # e.g. a table stored before schema 3: a chain, path = sum
+    total, on = _paths([a, b], lambda f: f["macs"].to_numpy(dtype=float))
+    assert total[0] == a["macs"].sum()
+    assert total[1] == b["macs"].iloc[0] + b["macs"].iloc[1]
+    assert on.tolist() == [1, 1, 1, 1, 1, 1, 0, 1]
+
+
+def test_series_and_parallel_cells_differ_only_in_path_features():
+    # Three 3×3 convs per cell: 0→1→2→3 in series, or 0→1→3 beside 0→3.
+    series = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+    parallel = "|nor_conv_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|none~2|"
+    ts = [layer_table(build_nb201(a), (1, 3, 32, 32)) for a in (series, parallel)]
+    M = model_matrix(ts)
+    assert M.loc[0, "macs_conv"] == M.loc[1, "macs_conv"]
+    assert M.loc[0, "cp_macs"] > M.loc[1, "cp_macs"]
+    assert M.loc[0, "cp_share_macs"] > 0.99 > M.loc[1, "cp_share_macs"]
+    assert M.loc[0, "cp_work_n_conv3"] - M.loc[1, "cp_work_n_conv3"] == 15  # one conv per cell
