@@ -163,3 +163,17 @@ def test_result_extra_is_json_ready() -> None:
     r = sample(Feed([0.01]), warmup=2, repeats=2)
     d = json.loads(json.dumps(r.extra()))
     assert d["stop_reason"] == "repeats" and len(d["warmup_s"]) == 2
+
+
+def test_spread_guard_is_adaptive_only_where_the_device_samples_in_process():
+    from latbench.bench.run import spread_guard
+    from latbench.devices.cpu import CpuDevice
+
+    policy = spread_guard(CpuDevice(threads=1), 20)
+    assert policy is not None and policy.adaptive and policy.max_repeats == 200
+
+    class FixedCount:  # like an adb runner: measure() takes no sampling policy
+        def measure(self, artifact, spec, *, progress=None):
+            raise AssertionError("not called")
+
+    assert spread_guard(FixedCount(), 20) is None

@@ -156,3 +156,14 @@ def test_unknown_option_is_a_user_error():
 def test_onnx_round_trip_matches_torch(layer, shape, tmp_path):
     layer = _seeded(layer())
     _onnx_matches(METHOD.decompose(layer, (2,)).module, shape, tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(40, 300), (300, 40)])
+def test_linear_error_from_the_projection_identity_matches_the_product(shape):
+    from latbench.compress._linalg import rel_error
+
+    layer = _seeded(nn.Linear(shape[1], shape[0]))
+    for k in (1, 7, min(shape) - 1):
+        d = METHOD.decompose(layer, (k,))
+        w_hat = d.module[1].weight.double() @ d.module[0].weight.double()
+        assert abs(d.rel_error - rel_error(layer.weight, w_hat)) < 1e-6

@@ -156,3 +156,16 @@ def test_variant_without_layers_keeps_numeric_layer_columns(tmp_path):
     empty_t, full_t = ds.layer_tables([by_model["id"], by_model["conv"]])
     assert empty_t.empty and list(empty_t.columns) == LAYER_COLUMNS
     assert full_t["macs"].tolist() == [2 * 16 * 3]
+
+
+def test_tables_of_an_older_feature_schema_load_as_chains_with_a_warning(db, tmp_path):
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    shutil.copy(db[0], path)
+    with sqlite3.connect(path) as conn:  # as a latbench before schema 3 would have stored it
+        conn.execute("UPDATE layer_tables SET feature_schema_version = 2")
+    with pytest.warns(UserWarning, match="feature schema 2"):
+        ds = load_dataset(path)
+    assert len(ds.models) == len(load_dataset(db[0]).models)

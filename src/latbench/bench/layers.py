@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from latbench.bench.measurement import Measurement
-from latbench.data.features import STRING_COLUMNS
+from latbench.data.features import MEASURED_ALONE_OPS, STRING_COLUMNS
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
@@ -17,7 +17,7 @@ __all__ = ["LAYER_OPS_MEASURED_ALONE", "single_layer_model", "measure_layer", "r
 
 #: Layer kinds measured alone. BatchNorm and activations are fused into the convolution by
 #: onnxruntime's graph optimiser, so alone they would be timed in a form that never runs.
-LAYER_OPS_MEASURED_ALONE = ("conv", "dwconv", "linear", "maxpool", "avgpool")
+LAYER_OPS_MEASURED_ALONE = MEASURED_ALONE_OPS
 
 
 def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...]]:

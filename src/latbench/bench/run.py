@@ -19,12 +19,26 @@ from latbench.bench.timing import Sampling
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
-__all__ = ["run_model", "check_device", "measure_artifact", "CheckResult", "CHECK_INPUT_SHAPE"]
+__all__ = ["run_model", "check_device", "measure_artifact", "spread_guard", "CheckResult",
+           "CHECK_INPUT_SHAPE"]
 
 #: Input of the tiny model ``check_device`` runs.
 CHECK_INPUT_SHAPE = (1, 3, 32, 32)
 
 ProgressFn = Callable[[int, int], None]
+
+
+def spread_guard(device: Device, repeats: int) -> Sampling | None:
+    """The sampling that sweeps and searches use: past ``repeats``, keep sampling while the
+    timings are spread (IQR/median ≥ 5 %), up to 10×``repeats`` samples or 20 s.
+
+    On a shared machine a burst of load during 20 samples moved a stored median by 15 %;
+    more samples let the quiet ones outvote it. ``None`` for devices that time outside this
+    process (adb runners take a fixed count).
+    """
+    if "sampling" not in inspect.signature(device.measure).parameters:
+        return None
+    return Sampling(adaptive=True, max_repeats=10 * max(1, repeats), max_time_s=20.0)
 
 
 def measure_artifact(device: Device, artifact: Artifact, *, threads: int | None = None,

@@ -33,7 +33,8 @@ __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "
 DEFAULT_METHODS = ("tucker2", "cp", "svd")
 DEFAULT_RANKS = (0.25, 0.5)
 _OPTION_TYPES: dict[str, type] = {"random_plans": int, "per_layer": bool, "layers": str,
-                                  "threads": int, "warmup": int, "repeats": int, "seed": int}
+                                  "threads": int, "warmup": int, "repeats": int, "seed": int,
+                                  "adaptive": bool}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class SweepConfig:
 
     ``random_plans`` per-layer plans are drawn per target (seeded by ``seed``).
     ``threads=None`` uses the device's default; ``warmup``/``repeats`` go into every spec.
+    ``adaptive`` (devices that time in-process: cpu, cuda) keeps sampling a variant past
+    ``repeats`` while its samples are spread (:func:`latbench.bench.run.spread_guard`).
     """
 
     targets: tuple[Target, ...]
@@ -62,6 +65,7 @@ class SweepConfig:
     warmup: int = 10
     repeats: int = 50
     seed: int = 0
+    adaptive: bool = True
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,7 @@ def run_sweep(
             summary.seconds["export"] += t2 - t1
             stage = "measure"
             try:
-                m = dev.measure(artifact, spec_for(artifact))
+                m = _measure(dev, artifact, spec_for(artifact), config)
             except DeviceError as exc:
                 store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
                                   content_hash=key, plan=v.plan)
@@ -343,6 +347,16 @@ def run_sweep(
             _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
                             progress)
     return summary
+
+
+def _measure(dev, artifact: Artifact, spec, config: SweepConfig):
+    """``dev.measure``, with :func:`~latbench.bench.run.spread_guard` where asked and possible."""
+    from latbench.bench.run import spread_guard
+
+    policy = spread_guard(dev, config.repeats) if config.adaptive else None
+    if policy is None:
+        return dev.measure(artifact, spec)
+    return dev.measure(artifact, spec, sampling=policy)
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:

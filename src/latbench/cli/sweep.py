@@ -23,6 +23,9 @@ def sweep_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (device default if unset)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed runs before timing."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed runs per variant."),
+    adaptive: Optional[bool] = typer.Option(
+        None, "--adaptive/--fixed-repeats",
+        help="Keep sampling a variant while its timings are spread (default), or take exactly --repeats."),
     db: Path = typer.Option(Path("latency.db"), "--db", help="SQLite latency store (created if missing)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of weights and random plans."),
     config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with models, inputs, methods."),
@@ -39,7 +42,7 @@ def sweep_cmd(
     from latbench.models import default_input_shape
 
     overrides = dict(random_plans=random_plans, per_layer=per_layer or None, threads=threads,
-                     warmup=warmup, repeats=repeats, seed=seed)
+                     warmup=warmup, repeats=repeats, seed=seed, adaptive=adaptive)
     if config is not None:
         if model or methods is not None or ranks is not None or input_shape is not None:
             raise UserInputError("--config names the models, methods, ranks and inputs; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, model_features
+from latbench.data.features import (
+    FEATURE_SCHEMA_VERSION, LAYER_COLUMNS, STRING_COLUMNS, model_features,
+)
 from latbench.data.store import Store, decode_layer_table
 from latbench.exceptions import UserInputError
 
@@ -126,17 +129,25 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
         table_ids = sorted(set(variants["layer_table_id"].tolist()))
         tables: dict[int, tuple[dict[str, np.ndarray], dict[str, float]]] = {}
         pool: dict[str, str] = {}
+        old = FEATURE_SCHEMA_VERSION
         # Chunked IN lists stay under SQLite's bound-parameter limit.
         for k in range(0, len(table_ids), 900):
             chunk = table_ids[k:k + 900]
-            q = ("SELECT id, features, data FROM layer_tables WHERE id IN "
+            q = ("SELECT id, features, data, feature_schema_version FROM layer_tables WHERE id IN "
                  f"({','.join('?' * len(chunk))})")
-            for tid, feats, blob in conn.execute(q, chunk):
+            for tid, feats, blob, version in conn.execute(q, chunk):
                 tables[int(tid)] = (decode_layer_table(blob, pool), json.loads(feats))
+                old = min(old, int(version))
         lat = pd.read_sql(
             "SELECT d.name AS device, l.layer_key, l.median_ms AS latency_ms, l.layer "
             f"FROM layer_measurements l JOIN devices d ON d.id = l.device_id {where} ORDER BY l.id",
             conn, params=args)
+    if old < FEATURE_SCHEMA_VERSION:
+        warnings.warn(
+            f"{str(p)!r} holds layer tables of feature schema {old} (this latbench writes "
+            f"{FEATURE_SCHEMA_VERSION}); they lack the dataflow column and are read as chains, "
+            "which weakens graph-aware predictors: re-import or re-sweep into a fresh database",
+            stacklevel=2)
     return Dataset(models=_models_frame(meas, tables), layers=_layers_frame(variants, tables),
                    layer_latency=_layer_latency_frame(lat))
 

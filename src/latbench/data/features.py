@@ -50,6 +50,7 @@ __all__ = [
     "count_params",
     "rows_of",
     "STRING_COLUMNS",
+    "MEASURED_ALONE_OPS",
     "parse_inputs",
 ]
 
@@ -62,6 +63,12 @@ LAYER_COLUMNS = [
     "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
     "act_in_bytes", "act_out_bytes", "inputs",
 ]
+
+#: Layer kinds that can be rebuilt and timed on their own (one tensor in, one out): what a
+#: per-layer sweep measures and a lookup table looks up. BatchNorm and activations are left
+#: out because runtimes fuse them into the preceding conv; merges (add, concat) take several
+#: inputs.
+MEASURED_ALONE_OPS = ("conv", "dwconv", "linear", "maxpool", "avgpool")
 
 #: The string columns of a layer table (the rest are integers).
 STRING_COLUMNS = ("name", "op", "inputs")

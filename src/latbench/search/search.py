@@ -253,9 +253,11 @@ class _Meter:
         t0 = time.perf_counter()
         art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
         try:
-            spec = self.device.make_spec(art, threads=self.threads, warmup=self.warmup,
-                                         repeats=self.repeats)
-            return float(self.device.measure(art, spec).median_ms)
+            from latbench.bench.run import measure_artifact, spread_guard
+
+            return float(measure_artifact(
+                self.device, art, threads=self.threads, warmup=self.warmup, repeats=self.repeats,
+                sampling=spread_guard(self.device, self.repeats)).median_ms)
         finally:
             art.path.unlink(missing_ok=True)
             self.seconds += time.perf_counter() - t0
