@@ -36,6 +36,7 @@ from torch import nn
 
 from latbench.compress.plan import Plan
 from latbench.exceptions import DeviceError, PredictorError, UserInputError
+from latbench.search.calibrate import kind_scales, layer_kind
 from latbench.search.candidates import DEFAULT_FRACTIONS, LayerSlot, generate_candidates
 from latbench.search.fidelity import calibration_batch, output_error, score_candidates
 from latbench.search.knapsack import pareto_front, solve_mckp
@@ -430,7 +431,9 @@ def search(
         scale = original_ms / base if base is not None and math.isfinite(base) and base > 0 else 1.0
         cost_source = getattr(cost_model, "source", type(cost_model).__name__)
 
-        costs = [[c.cost_ms * scale for c in s.candidates] for s in slots]
+        raw_costs = [[c.cost_ms * scale for c in s.candidates] for s in slots]
+        costs = [list(g) for g in raw_costs]  # rescaled per kind as plans are measured
+        kinds = [layer_kind(s.layer) for s in slots]
         damages = [[c.damage for c in s.candidates] for s in slots]
         fastest = original_ms + sum(min(g) for g in costs)
 
@@ -444,12 +447,14 @@ def search(
         # a predicted budget of original_ms every layer is kept, so the first secant step is
         # the ratio of measured to predicted savings.
         history: list[tuple[float, float]] = [(original_ms, original_ms)]
+        last_choices: list[int] = []  # the plan the last verify() solved for
 
         def verify(t: float) -> float:
             """Solve for predicted budget ``t``, measure the plan (once per plan), return ms."""
             sol = solve_mckp(costs, damages, t - original_ms) or \
                 solve_mckp(costs, damages, fastest - original_ms + 1e-9 * max(1.0, abs(fastest)))
             assert sol is not None  # the cheapest choice of every layer always fits
+            last_choices[:] = sol.choices
             plan = _plan_of(slots, sol.choices)
             if plan.hash in measured_plans:
                 return measured_plans[plan.hash][0]
@@ -491,6 +496,7 @@ def search(
 
         # --------------------------------------------------------------- verify rounds
         solves = 0
+        calibrated_note: tuple[dict[str, float], int] | None = None
         while len(rounds) < max_rounds and solves < 4 * max_rounds:
             solves += 1
             t = max(target, fastest)
@@ -504,6 +510,27 @@ def search(
                 if t <= fastest:
                     notes.append("even the fastest plan the grid allows is over the budget on the device")
                     break
+            scales = kind_scales(kinds, raw_costs,
+                                 [(c, m) for m, _, c in measured_plans.values()], original_ms)
+            if scales is not None:
+                # Re-solve with per-kind costs; the bracket and the secant history move to the
+                # new prediction scale (each measured plan at its re-predicted latency).
+                for i, k in enumerate(kinds):
+                    costs[i] = [v * scales[k] for v in raw_costs[i]]
+                fastest = original_ms + sum(min(g) for g in costs)
+
+                def repredict(choices: Sequence[int]) -> float:
+                    return original_ms + sum(costs[i][j] for i, j in enumerate(choices))
+
+                pts = [(repredict(c), m) for m, _, c in measured_plans.values()]
+                history[:] = [(original_ms, original_ms)] + sorted(pts)
+                lo = max((p for p, m in pts if m <= budget), default=-math.inf)
+                hi = min((p for p, m in pts if m > budget), default=math.inf)
+                if lo >= hi:
+                    lo, hi = -math.inf, math.inf
+                t = repredict(last_choices)
+                if calibrated_note is None or calibrated_note[0] != scales:
+                    calibrated_note = (scales, len(rounds))
             nxt = t + (aim - measured)
             if len(history) >= 2 and history[-1][0] != history[-2][0]:
                 (t0_, m0), (t1_, m1) = history[-2], history[-1]
@@ -516,6 +543,10 @@ def search(
             if math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1e-4 * budget:
                 break  # the bracket is closed: no plan lies between
             target = nxt
+        if calibrated_note is not None:
+            notes.append("costs rescaled per layer kind from the measured plans (after round "
+                         f"{calibrated_note[1]}): " + ", ".join(
+                             f"{k} ×{v:.3g}" for k, v in sorted(calibrated_note[0].items())))
         met_rounds = [r for r in rounds if r.met]
         if met_rounds:
             final_round = max(met_rounds, key=lambda r: (r.fidelity, r.measured_ms))
