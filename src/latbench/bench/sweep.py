@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from latbench.artifact import Artifact
 from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE, measure_layer, runtime_identity
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
 from latbench.exceptions import DeviceError, LatbenchError, UserInputError
@@ -256,6 +255,7 @@ def run_sweep(
     DeviceError
         If the device is lost; the message says how much was kept.
     """
+    from latbench.bench.run import measure_artifact, spread_guard
     from latbench.compress import reuse_subspaces
     from latbench.compress.export import export_onnx
     from latbench.compress.model import compress_model
@@ -284,10 +284,6 @@ def run_sweep(
             _workdir(workdir) as work, _frozen_heap(), reuse_subspaces():
         dev_id = store.add_device(dev.info())
         runtime = runtime_identity(dev, config.threads)
-
-        def spec_for(artifact: Artifact):
-            return dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
-                                 repeats=config.repeats)
 
         def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
             if progress is not None:
@@ -323,7 +319,10 @@ def run_sweep(
             summary.seconds["export"] += t2 - t1
             stage = "measure"
             try:
-                m = _measure(dev, artifact, spec_for(artifact), config)
+                m = measure_artifact(
+                    dev, artifact, threads=config.threads, warmup=config.warmup,
+                    repeats=config.repeats,
+                    sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
             except DeviceError as exc:
                 store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
                                   content_hash=key, plan=v.plan)
@@ -347,16 +346,6 @@ def run_sweep(
             _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
                             progress)
     return summary
-
-
-def _measure(dev, artifact: Artifact, spec, config: SweepConfig):
-    """``dev.measure``, with :func:`~latbench.bench.run.spread_guard` where asked and possible."""
-    from latbench.bench.run import spread_guard
-
-    policy = spread_guard(dev, config.repeats) if config.adaptive else None
-    if policy is None:
-        return dev.measure(artifact, spec)
-    return dev.measure(artifact, spec, sampling=policy)
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:

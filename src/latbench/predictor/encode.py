@@ -15,8 +15,9 @@ plus log-scaled totals and roofline-style sums ``Σ max(macs / r, bytes)`` at a 
 machine balances ``r`` (MACs per byte) — the device's own balance is unknown, so several
 are offered and the learner picks — and, from the dataflow graph (schema 3's ``inputs``),
 the longest path under the same weights and what lies on it
-(:mod:`latbench.predictor.graph`): what bounds a device that runs branches in parallel. The tables are processed together (one concatenation,
-then ``np.bincount``), so encoding 15k models takes about a second.
+(:mod:`latbench.predictor.graph`): what bounds a device that runs branches in parallel.
+The tables are processed together (one concatenation, then ``np.bincount``), so encoding
+15k models takes about a second.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "model_matrix",
     "layer_matrix",
     "layer_cost_proxy",
+    "bytes_moved",
     "LAYER_MATRIX_COLUMNS",
 ]
 
@@ -147,10 +149,14 @@ def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
     return frame[col].to_numpy(dtype=np.float64)
 
 
+def bytes_moved(frame: pd.DataFrame) -> np.ndarray:
+    """Bytes each layer reads and writes: activations in and out plus its weights."""
+    return _num(frame, "act_in_bytes") + _num(frame, "act_out_bytes") + _num(frame, "weight_bytes")
+
+
 def layer_cost_proxy(frame: pd.DataFrame, balance: float = 16.0) -> np.ndarray:
     """Roofline-style cost of each layer: ``max(macs / balance, bytes moved)`` (bytes units)."""
-    moved = _num(frame, "act_in_bytes") + _num(frame, "act_out_bytes") + _num(frame, "weight_bytes")
-    return np.maximum(_num(frame, "macs") / balance, moved)
+    return np.maximum(_num(frame, "macs") / balance, bytes_moved(frame))
 
 
 def _conv_buckets(frame: pd.DataFrame, op: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -38,7 +38,7 @@ from sklearn.linear_model import LinearRegression
 from latbench.data.features import LAYER_COLUMNS, MEASURED_ALONE_OPS, layer_key
 from latbench.exceptions import PredictorError
 from latbench.predictor.base import LatencyPredictor
-from latbench.predictor.encode import LayerBatch, layer_matrix
+from latbench.predictor.encode import LayerBatch, bytes_moved, layer_matrix
 
 __all__ = ["LUTPredictor", "fused_mask", "LOOKUP_KINDS"]
 
@@ -157,8 +157,7 @@ class LUTPredictor(LatencyPredictor):
         unfused = ~fused_mask(f, g, tuple(self.fused_ops))
         looked = unfused & f["op"].astype(str).isin(list(self.lookup_ops)).to_numpy()
         light = unfused & ~looked
-        moved = (f["act_in_bytes"].to_numpy(dtype=float) + f["act_out_bytes"].to_numpy(dtype=float)
-                 + f["weight_bytes"].to_numpy(dtype=float))
+        moved = bytes_moved(f)
         mb = np.bincount(g[light], weights=moved[light] / 1e6,
                          minlength=batch.n_models)[: batch.n_models]
         rows = f[looked]
