@@ -19,8 +19,6 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 from latbench.data.dataset import load_dataset
 from latbench.predictor.evaluate import cv_select, device_data, learning_curve, split_indices
 

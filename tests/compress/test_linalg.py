@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -49,3 +50,17 @@ def test_different_weights_do_not_share_a_cache_entry(monkeypatch):
         ea = SVD.decompose(a, 5).rel_error
         eb = SVD.decompose(b, 5).rel_error
     assert calls[0] == 2 and ea != eb
+
+
+def test_cached_factors_of_tall_and_grouped_matrices_match_fresh_ones():
+    torch.manual_seed(1)
+    tall, grouped = nn.Linear(20, 50), nn.Conv2d(8, 12, 3, groups=2)
+    ranks = (2, 7, 13)
+    fresh = [SVD.decompose(tall, r) for r in ranks] + [SVD.decompose(grouped, r) for r in (1, 3)]
+    with _linalg.reuse_subspaces():
+        cached = [SVD.decompose(tall, r) for r in ranks] + [SVD.decompose(grouped, r) for r in (1, 3)]
+    for a, b in zip(fresh, cached):
+        assert a.rel_error == pytest.approx(b.rel_error, rel=1e-9, abs=1e-12)
+        for pa, pb in zip(a.module.parameters(), b.module.parameters()):
+            assert pa.shape == pb.shape
+            assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-6)

@@ -84,3 +84,19 @@ def test_unknown_damage_mode():
     slots = generate_candidates(net, SHAPE, ("svd",), fractions=(0.5,), layers="3")
     with pytest.raises(UserInputError, match="damage mode"):
         score_candidates(net, slots, calibration_batch(SHAPE, 2), mode="exact")
+
+
+def test_layer_damage_is_not_fooled_by_an_inplace_relu_after_the_layer():
+    # VGG puts ReLU(inplace=True) after every conv: a recorded output that is a view would be
+    # rectified after the hook ran, and every rank would then look equally (≈ 50 %) damaging.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True),
+                        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    x = calibration_batch(SHAPE, 16, seed=1)
+    slots = generate_candidates(net, SHAPE, ("svd",), fractions=(0.1, 0.3, 0.6, 0.9), layers="2")
+    score_candidates(net, slots, x, mode="layer")
+    cands = sorted(slots[0].candidates[1:], key=lambda c: sum(c.rank))
+    dmg = [c.damage for c in cands]
+    assert all(a >= b * (1 - 1e-6) for a, b in zip(dmg, dmg[1:])), dmg
+    assert dmg[0] > 3 * dmg[-1], dmg

@@ -169,3 +169,38 @@ def test_onnx_macs_of_the_fake_device_counts_convolutions(tmp_path):
     conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
     art = export_onnx(conv, (1, 4, 5, 5), tmp_path / "c.onnx")
     assert onnx_macs(art.path) == 6 * 5 * 5 * 4 * 9
+
+
+def test_a_searcher_prepares_once_and_answers_several_budgets(digits, monkeypatch):
+    import latbench.search.search as mod
+    from latbench.search.search import Searcher
+
+    calls = []
+    real = mod.generate_candidates
+    monkeypatch.setattr(mod, "generate_candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = digits.data
+    dev = MacDevice()
+    s = Searcher(digits.net, dev, input_shape=d.input_shape, calib=d.x_val[:64],
+                 predictor=MacPredictor(), fractions=FAST["fractions"], repeats=3, warmup=0)
+    kw = dict(baseline=False, front_points=2)
+    loose, tight = s.search(speedup=1.2, **kw), s.search(speedup=2.0, **kw)
+    assert len(calls) == 1  # candidates, damages and costs were made once
+    assert loose.prepare_seconds > 0 and tight.prepare_seconds == 0.0
+    assert loose.met and tight.met
+    assert tight.measured_ms < loose.measured_ms
+    assert tight.fidelity <= loose.fidelity + 1e-9
+    # The same search through the one-budget function gives the same plan.
+    again = run(digits, dev, speedup=2.0, predictor=MacPredictor())
+    assert again.plan.to_dict() == tight.plan.to_dict()
+    with pytest.raises(UserInputError, match="exactly one"):
+        s.search()
+
+
+def test_a_near_miss_is_measured_again_and_the_lower_median_kept(digits):
+    # The first timing of the first plan hits a burst of load (+8 %): just over the budget.
+    dev = MacDevice(factor=lambda m: 1.08 if dev.calls == 2 else 1.0)  # call 1: the original
+    res = run(digits, dev, speedup=1.3, slack=0.1, predictor=MacPredictor())
+    first = res.rounds[0]
+    assert dev.calls == 3  # original, round 1, round 1 again
+    assert first.met and first.measured_ms == pytest.approx(dev.latency_ms(first.macs), rel=1e-6)
+    assert len(res.rounds) == 1 and res.met

@@ -9,15 +9,20 @@ import torch
 from torch import nn
 
 from latbench.bench.measurement import Measurement
+from latbench.bench.timing import Sampling
 from latbench.data.features import MEASURED_ALONE_OPS, STRING_COLUMNS
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
-__all__ = ["LAYER_OPS_MEASURED_ALONE", "single_layer_model", "measure_layer", "runtime_identity"]
+__all__ = ["LAYER_OPS_MEASURED_ALONE", "LAYER_MAX_TIME_S", "single_layer_model", "measure_layer",
+           "runtime_identity"]
 
 #: Layer kinds measured alone. BatchNorm and activations are fused into the convolution by
 #: onnxruntime's graph optimiser, so alone they would be timed in a form that never runs.
 LAYER_OPS_MEASURED_ALONE = MEASURED_ALONE_OPS
+
+#: Time cap (s) of adaptive sampling for one layer timed alone: a model has hundreds of them.
+LAYER_MAX_TIME_S = 3.0
 
 
 def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...]]:
@@ -53,8 +58,11 @@ def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...
 
 def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
                   threads: int | None = None, warmup: int = 5, repeats: int = 20,
-                  seed: int = 0) -> Measurement:
+                  seed: int = 0, sampling: Sampling | None = None) -> Measurement:
     """Build, export and time the one-layer model of ``row`` on ``device``.
+
+    ``sampling`` (e.g. :func:`latbench.bench.run.spread_guard`) lets an in-process device
+    keep sampling while the timings are spread.
 
     Raises
     ------
@@ -69,8 +77,10 @@ def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
     path = Path(workdir) / f"layer-{abs(hash(tuple(sorted(dict(row).items(), key=str)))) % 10**12}.onnx"
     artifact = export_onnx(layer.eval(), shape, path)
     try:
-        return device.measure(artifact, device.make_spec(artifact, threads=threads, warmup=warmup,
-                                                        repeats=repeats))
+        from latbench.bench.run import measure_artifact
+
+        return measure_artifact(device, artifact, threads=threads, warmup=warmup, repeats=repeats,
+                                sampling=sampling)
     finally:
         artifact.path.unlink(missing_ok=True)
 

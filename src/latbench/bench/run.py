@@ -28,9 +28,10 @@ CHECK_INPUT_SHAPE = (1, 3, 32, 32)
 ProgressFn = Callable[[int, int], None]
 
 
-def spread_guard(device: Device, repeats: int) -> Sampling | None:
+def spread_guard(device: Device, repeats: int, max_time_s: float = 20.0) -> Sampling | None:
     """The sampling that sweeps and searches use: past ``repeats``, keep sampling while the
-    timings are spread (IQR/median ≥ 5 %), up to 10×``repeats`` samples or 20 s.
+    timings are spread (IQR/median ≥ 5 %), up to 10×``repeats`` samples or ``max_time_s``
+    (whole models 20 s; single layers, of which there are hundreds, a few seconds).
 
     On a shared machine a burst of load during 20 samples moved a stored median by 15 %;
     more samples let the quiet ones outvote it. ``None`` for devices that time outside this
@@ -38,7 +39,7 @@ def spread_guard(device: Device, repeats: int) -> Sampling | None:
     """
     if "sampling" not in inspect.signature(device.measure).parameters:
         return None
-    return Sampling(adaptive=True, max_repeats=10 * max(1, repeats), max_time_s=20.0)
+    return Sampling(adaptive=True, max_repeats=10 * max(1, repeats), max_time_s=max_time_s)
 
 
 def measure_artifact(device: Device, artifact: Artifact, *, threads: int | None = None,

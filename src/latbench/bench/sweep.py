@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE, measure_layer, runtime_identity
+from latbench.bench.layers import (LAYER_MAX_TIME_S, LAYER_OPS_MEASURED_ALONE, measure_layer,
+                                   runtime_identity)
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
 from latbench.exceptions import DeviceError, LatbenchError, UserInputError
 
@@ -398,6 +399,8 @@ def _collect_layers(table: pd.DataFrame | None, into: dict[str, dict]) -> None:
 
 
 def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary, progress) -> None:
+    from latbench.bench.run import spread_guard
+
     items = list(layer_rows.items())
 
     def emit(j: int, label: str, status: str, med: float | None = None, err: str | None = None):
@@ -414,7 +417,9 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summa
             continue
         try:
             m = measure_layer(dev, row, work, threads=config.threads, warmup=config.warmup,
-                              repeats=config.repeats, seed=config.seed)
+                              repeats=config.repeats, seed=config.seed,
+                              sampling=spread_guard(dev, config.repeats, LAYER_MAX_TIME_S)
+                              if config.adaptive else None)
         except DeviceError as exc:
             raise DeviceError(f"{exc} — per-layer measurements stopped at {j - 1}/{len(items)}; "
                               "everything measured is kept, rerun the same command to resume"

@@ -28,6 +28,7 @@ __all__ = [
     "top_eigvecs",
     "two_factor",
     "rel_error",
+    "squared_norm",
     "count_params",
     "describe_layer",
     "validated_rank",
@@ -82,14 +83,33 @@ _CACHE: dict[tuple, torch.Tensor] | None = None
 def _fingerprint(a: torch.Tensor) -> tuple:
     # Shape plus three reductions (float64) of the matrix: equal keys mean equal matrices for
     # every practical purpose, and the cache only lives inside one ``reuse_subspaces`` block.
-    flat = a.reshape(-1)
+    # Sums accumulate in float64 whatever the matrix's dtype, so a float32 weight can be
+    # fingerprinted without first being copied to float64. The same unmodified tensor (a
+    # layer's weight, decomposed at many ranks) is read once: memoised by its storage, layout
+    # and version counter, holding a reference so the address cannot be reused meanwhile.
+    if _CACHE is not None:
+        ident = ("tensor", a.data_ptr(), tuple(a.shape), a.stride(), a.dtype, a._version)
+        hit = _CACHE.get(ident)
+        if hit is None:
+            hit = _CACHE[ident] = (a, _reductions(a))
+        return hit[1]
+    return _reductions(a)
+
+
+def _reductions(a: torch.Tensor) -> tuple:
+    flat = a.reshape(-1).to(torch.float64)
     sample = flat[:: max(1, flat.numel() // 65536)]
     ramp = torch.linspace(1.0, 2.0, sample.numel(), dtype=torch.float64)
-    return (tuple(a.shape), float(flat.sum()), float((flat * flat).sum()),
+    return (tuple(a.shape), str(a.dtype), float(flat.sum()), float((flat * flat).sum()),
             float((sample * ramp).sum()))
 
 
-def _cached(key: tuple, compute) -> torch.Tensor:
+def squared_norm(a: torch.Tensor) -> float:
+    """``‖a‖²_F`` summed in float64 (read once per tensor inside :func:`reuse_subspaces`)."""
+    return _fingerprint(a.detach())[3]
+
+
+def _cached(key: tuple, compute) -> Any:
     assert _CACHE is not None
     hit = _CACHE.get(key)
     if hit is None:
@@ -131,13 +151,28 @@ def two_factor(mats: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     B : Tensor, shape (..., m, k), float64
         Applied second.
     """
+    m, n = mats.shape[-2], mats.shape[-1]
+    if _CACHE is not None:
+        # Project once on the whole descending basis; every rank is a prefix of that product
+        # (for a 4096×25088 classifier at nine ranks: one product instead of nine).
+        key = ("two_factor",) + _fingerprint(mats.detach())
+        if m <= n:
+            u, proj = _cached(key, lambda: _projected(mats.detach().to(torch.float64)))
+            return proj[..., :k, :], u[..., :k]
+        v, proj = _cached(key, lambda: _projected(mats.detach().to(torch.float64).transpose(-1, -2)))
+        return v[..., :k].transpose(-1, -2), proj[..., :k, :].transpose(-1, -2)
     a = mats.detach().to(torch.float64)
-    m, n = a.shape[-2], a.shape[-1]
     if m <= n:
         u = leading_subspace(a, k)  # (..., m, k)
         return u.transpose(-1, -2) @ a, u
     v = leading_subspace(a.transpose(-1, -2), k)  # (..., n, k)
     return v.transpose(-1, -2), a @ v
+
+
+def _projected(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full descending left basis ``U`` of ``a`` (wide: m <= n) and ``Uᵀ a``."""
+    u = _all_eigvecs(a @ a.transpose(-1, -2))
+    return u, u.transpose(-1, -2) @ a
 
 
 def rel_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:

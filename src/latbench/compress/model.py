@@ -216,7 +216,7 @@ def compress_model(
         method = METHODS.get(rule.method)
         if _is_tucker2_block(layer):
             if rule.method != "tucker2":
-                skipped.append((name, f"already a Tucker-2 block; only tucker2 can re-compress it"))
+                skipped.append((name, "already a Tucker-2 block; only tucker2 can re-compress it"))
                 continue
             decomps[name] = _recompress_tucker2(layer, rule, rule.rank)
         else:

@@ -28,6 +28,7 @@ from latbench.compress._linalg import (
     new_conv,
     new_linear,
     rel_error,
+    squared_norm,
     two_factor,
     validated_rank,
 )
@@ -111,8 +112,8 @@ def _svd_linear(layer: nn.Linear, k: int) -> tuple[LowRankSequential, float]:
     # ‖W − BA‖² = ‖W‖² − ‖UᵀW‖² (or ‖W‖² − ‖WV‖²): no m×k×n product to form W_hat, which
     # for a 4096×25088 classifier at many ranks is most of a search's time. The identity
     # holds for the float64 factors; storing them in float32 adds ~1e-7 relative.
-    w = layer.weight.detach().to(torch.float64)
-    norm_sq = float((w * w).sum())
+    w = layer.weight
+    norm_sq = squared_norm(w)  # in float64: the difference below cancels
     kept = a if w.shape[0] <= w.shape[1] else b
     if norm_sq == 0.0:
         return LowRankSequential(first, second, method="svd", rank=(k,)), 0.0

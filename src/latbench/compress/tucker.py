@@ -78,7 +78,7 @@ def _subspaces(w: torch.Tensor, rank: tuple[int, int], hooi_iters: int
 def _core(w: torch.Tensor, u_in: torch.Tensor, u_out: torch.Tensor) -> torch.Tensor:
     """``G = W ×_out u_outᵀ ×_in u_inᵀ`` as ``(g, R_out, R_in, s)``, float64."""
     g, o, i, s = w.shape
-    r_in, r_out = u_in.shape[2], u_out.shape[2]
+    r_out = u_out.shape[2]
     t = (u_out.transpose(1, 2) @ w.reshape(g, o, i * s)).reshape(g, r_out, i, s)
     return (t.transpose(2, 3) @ u_in.unsqueeze(1)).transpose(2, 3)  # (g, R_out, R_in, s)
 

@@ -46,9 +46,11 @@ def r2(y_true, y_pred) -> float:
 
 
 def spearman(y_true, y_pred) -> float:
-    """Spearman rank correlation ρ."""
+    """Spearman rank correlation ρ (NaN when either side is constant: no ranking to compare)."""
     t, p = _arrays(y_true, y_pred)
-    return float(spearmanr(t, p)[0]) if len(t) > 1 else float("nan")
+    if len(t) < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
+        return float("nan")
+    return float(spearmanr(t, p)[0])
 
 
 def kendall(y_true, y_pred) -> float:

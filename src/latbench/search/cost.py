@@ -107,25 +107,30 @@ class MeasuredLayerCost:
         return None if hit is None or not np.isfinite(hit) else float(hit)
 
     def _measure_all(self, rows: dict[str, dict]) -> None:
-        from latbench.bench.layers import measure_layer, runtime_identity
+        from latbench.bench.layers import LAYER_MAX_TIME_S, measure_layer, runtime_identity
+        from latbench.bench.run import spread_guard
 
         todo = [k for k in rows if k not in self.lut_ms]
         if not todo and self.overhead_ms is not None:
             return
         self._runtime = runtime_identity(self.device, self.threads)
         dev_id = self.store.add_device(self.device.info()) if self.store is not None else None
+        # A burst of load while one layer is timed would bias every budget searched with these
+        # costs: keep sampling while a layer's timings are spread.
+        sampling = spread_guard(self.device, self.repeats, LAYER_MAX_TIME_S)
         with tempfile.TemporaryDirectory(prefix="latbench-search-") as tmp:
             trivial = {"op": "conv", "in_channels": 1, "out_channels": 1, "kernel_h": 1,
                        "kernel_w": 1, "stride_h": 1, "stride_w": 1, "pad_h": 0, "pad_w": 0,
                        "dilation_h": 1, "dilation_w": 1, "groups": 1, "bias": 0, "in_h": 1, "in_w": 1}
             if self.overhead_ms is None:
                 self.overhead_ms = measure_layer(self.device, trivial, tmp, threads=self.threads,
-                                                 warmup=self.warmup, repeats=self.repeats).median_ms
+                                                 warmup=self.warmup, repeats=self.repeats,
+                                                 sampling=sampling).median_ms
             for i, key in enumerate(todo, start=1):
                 hit = self._stored(key)
                 if hit is None:
                     m = measure_layer(self.device, rows[key], tmp, threads=self.threads,
-                                      warmup=self.warmup, repeats=self.repeats)
+                                      warmup=self.warmup, repeats=self.repeats, sampling=sampling)
                     if self.store is not None:
                         self.store.add_layer_measurement(dev_id, rows[key], m)
                     hit = m.median_ms
@@ -141,18 +146,25 @@ class MeasuredLayerCost:
                    for _, r in rows.iterrows() if r["op"] in LAYER_OPS_MEASURED_ALONE)
 
     def assign(self, slots: list[LayerSlot], model_table: pd.DataFrame) -> float:
+        """Fill ``cost_ms``; return the lookup-table latency of the whole model.
+
+        That is the runtime's per-call cost plus every layer of ``model_table`` timed alone
+        (the layers outside the candidates are measured too). Layers timed alone usually add
+        up to more than the model takes, and their differences overstate savings alike; the
+        search uses the ratio of this sum to the measured original to shrink the costs.
+        """
         from latbench.bench.layers import LAYER_OPS_MEASURED_ALONE
         from latbench.data.features import layer_key
 
         rows: dict[str, dict] = {}
-        for slot in slots:
-            for c in slot.candidates:
-                for _, r in c.rows.iterrows():
-                    if r["op"] in LAYER_OPS_MEASURED_ALONE:
-                        rows.setdefault(layer_key(r), r.to_dict())
+        tables = [c.rows for slot in slots for c in slot.candidates] + [model_table]
+        for t in tables:
+            for _, r in t.iterrows():
+                if r["op"] in LAYER_OPS_MEASURED_ALONE:
+                    rows.setdefault(layer_key(r), r.to_dict())
         self._measure_all(rows)
         for slot in slots:
             keep = self._cost(slot.candidates[0].rows)
             for c in slot.candidates:
                 c.cost_ms = self._cost(c.rows) - keep
-        return float("nan")  # no model-level prediction: the search measures the original
+        return (self.overhead_ms or 0.0) + self._cost(model_table)

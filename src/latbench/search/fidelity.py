@@ -73,8 +73,11 @@ def score_candidates(model: nn.Module, slots: list[LayerSlot], x: torch.Tensor, 
         raise UserInputError(f"unknown damage mode {mode!r}: choose auto, network or layer")
     mods = dict(model.named_modules())
     io: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    # Copies, not views: an in-place op after the layer (VGG's ReLU(inplace=True)) would
+    # otherwise overwrite the recorded output, and every rank would look equally damaging.
     handles = [mods[s.name].register_forward_hook(
-        lambda m, i, o, _n=s.name: io.__setitem__(_n, (i[0].detach(), o.detach()))) for s in slots]
+        lambda m, i, o, _n=s.name: io.__setitem__(_n, (i[0].detach().clone(), o.detach().clone())))
+        for s in slots]
     model.eval()
     try:
         with torch.no_grad():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from latbench.search.search import SearchResult
+from latbench.search.result import SearchResult
 
 __all__ = ["write_search_outputs"]
 
@@ -65,7 +65,9 @@ def _markdown(result: SearchResult) -> str:
         f"{result.output_rel_error:.4f}",
         f"- params {result.params_before:,} -> {result.params_after:,}; MACs "
         f"{result.macs_before / 1e6:,.2f}M -> {result.macs_after / 1e6:,.2f}M",
-        f"- search time (without device measurements): {result.search_seconds:.1f} s",
+        f"- search time (without device measurements): {result.search_seconds:.1f} s"
+        + (f" ({result.prepare_seconds:.1f} s of it preparing candidates, damages and costs)"
+           if result.prepare_seconds else " (candidates, damages and costs reused)"),
         "",
         "## Rounds",
         "",

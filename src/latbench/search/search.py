@@ -6,7 +6,7 @@
    (:mod:`latbench.search.candidates`).
 3. Damage per candidate on a calibration batch (:mod:`latbench.search.fidelity`); latency
    contribution per candidate from a predictor or from layers measured alone
-   (:mod:`latbench.search.cost`).
+   (:mod:`latbench.search.cost`), anchored to the measured original.
 4. A multiple-choice knapsack (:mod:`latbench.search.knapsack`) picks one candidate per
    layer: the least total damage whose predicted latency fits the *predicted budget*.
 5. Verify: build, export and measure the plan. The predicted budget is then corrected by
@@ -18,6 +18,9 @@
 6. Baseline: the uniform-rank plans (one method, one fraction for every layer) are
    scored the same way, and those around the final plan's latency are measured, so the
    report compares fidelity at equal *measured* latency.
+
+Steps 2–3 do not depend on the budget: a :class:`Searcher` does them once and answers any
+number of budgets (``search()`` is a one-budget ``Searcher``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,110 +39,19 @@ from torch import nn
 
 from latbench.compress.plan import Plan
 from latbench.exceptions import DeviceError, PredictorError, UserInputError
+from latbench.search.baseline import measure_uniform, uniform_points
 from latbench.search.calibrate import kind_scales, layer_kind
 from latbench.search.candidates import DEFAULT_FRACTIONS, LayerSlot, generate_candidates
 from latbench.search.fidelity import calibration_batch, output_error, score_candidates
 from latbench.search.knapsack import pareto_front, solve_mckp
+from latbench.search.plans import assemble, plan_of
+from latbench.search.result import Round, SearchResult
 
-__all__ = ["Round", "SearchResult", "search", "check_predictor", "assemble",
+__all__ = ["Round", "SearchResult", "Searcher", "search", "check_predictor", "assemble",
            "DEFAULT_SEARCH_METHODS"]
 
 #: CP is left out by default: its ALS makes candidate generation minutes long on big layers.
 DEFAULT_SEARCH_METHODS = ("tucker2", "svd")
-
-
-@dataclass(frozen=True)
-class Round:
-    """One verification round: the predicted budget solved for and what the device said.
-
-    Latencies in ms. ``fidelity`` is the search's fidelity (``fidelity_fn`` or
-    ``1 − relative output error``) of this round's plan, before any fine-tuning.
-    """
-
-    index: int
-    target_ms: float
-    predicted_ms: float
-    measured_ms: float
-    met: bool
-    fidelity: float
-    output_rel_error: float
-    estimated_damage: float
-    params: int
-    macs: int
-    plan: dict
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SearchResult:
-    """What a search found, how it was verified, and what it was compared with.
-
-    ``front`` and ``uniform`` are lists of points ``{predicted_ms, estimated_damage,
-    fidelity, ...}``: the knapsack's Pareto front and the uniform-rank plans, both scored
-    without the device. ``baseline`` is the uniform-rank plan family measured around the
-    final plan's latency (``fidelity_at_equal_latency`` interpolated between the measured
-    points that bracket it).
-    """
-
-    model_name: str
-    device: str
-    input_shape: tuple[int, ...]
-    budget_ms: float
-    original_ms: float
-    original_fidelity: float
-    plan: Plan
-    model: nn.Module
-    predicted_ms: float
-    measured_ms: float
-    met: bool
-    fidelity: float
-    output_rel_error: float
-    rounds: list[Round]
-    choices: dict[str, dict]
-    front: list[dict]
-    uniform: list[dict]
-    baseline: dict | None
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    search_seconds: float
-    cost_source: str
-    fidelity_name: str = "1 - relative output error"
-    fidelity_before_finetune: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``bench search --json`` object."""
-        return {
-            "budget_ms": self.budget_ms,
-            "predicted_ms": self.predicted_ms,
-            "measured_ms": self.measured_ms,
-            "met": bool(self.met),
-            "rounds": [r.to_dict() for r in self.rounds],
-            "fidelity": self.fidelity,
-            "plan": self.plan.to_dict(),
-            "model": self.model_name,
-            "device": self.device,
-            "input_shape": list(self.input_shape),
-            "original_ms": self.original_ms,
-            "original_fidelity": self.original_fidelity,
-            "speedup": self.original_ms / self.measured_ms if self.measured_ms else None,
-            "fidelity_name": self.fidelity_name,
-            "fidelity_before_finetune": self.fidelity_before_finetune,
-            "output_rel_error": self.output_rel_error,
-            "params_before": self.params_before,
-            "params_after": self.params_after,
-            "macs_before": self.macs_before,
-            "macs_after": self.macs_after,
-            "search_seconds": self.search_seconds,
-            "cost_source": self.cost_source,
-            "choices": self.choices,
-            "uniform_baseline": self.baseline,
-            "notes": self.notes,
-        }
 
 
 # --------------------------------------------------------------------------- helpers
@@ -204,41 +116,6 @@ def check_predictor(predictor: Any, device_name: str) -> list[str]:
     return notes
 
 
-def assemble(net: nn.Module, slots: Sequence[LayerSlot], choices: Sequence[int], *,
-             fresh: bool = False) -> nn.Module:
-    """A copy of ``net`` with slot ``i``'s candidate ``choices[i]`` in place of its layer.
-
-    With ``fresh`` the candidate modules are copied too (the result owns all its
-    weights, e.g. for fine-tuning); otherwise they are shared with the candidates.
-    """
-    out = copy.deepcopy(net).eval()
-    for slot, j in zip(slots, choices):
-        c = slot.candidates[j]
-        if c.method != "keep":
-            out.set_submodule(slot.name, copy.deepcopy(c.module) if fresh else c.module)
-    return out
-
-
-def _plan_of(slots: Sequence[LayerSlot], choices: Sequence[int]) -> Plan:
-    layers = {}
-    for slot, j in zip(slots, choices):
-        c = slot.candidates[j]
-        if c.method != "keep":
-            layers[slot.name] = (c.method, tuple(c.rank) if len(c.rank) > 1 else int(c.rank[0]))
-    return Plan.from_layers(layers)
-
-
-def _interp(x: float, pts: list[tuple[float, float]]) -> float | None:
-    """Linear interpolation of ``y`` at ``x`` over ``(x, y)`` points; ``None`` outside."""
-    pts = sorted(pts)
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    if len(pts) == 1 and pts[0][0] == x:
-        return pts[0][1]
-    return None
-
-
 class _Meter:
     """Exports and measures models on the device, keeping the time it takes apart."""
 
@@ -265,6 +142,383 @@ class _Meter:
 
 
 # --------------------------------------------------------------------------- the search
+@dataclass
+class _Prepared:
+    """What a search needs that does not depend on the budget."""
+
+    slots: list[LayerSlot]
+    x: torch.Tensor  # calibration batch
+    reference: torch.Tensor  # the original's output on it
+    table: Any  # the original's layer table
+    base_ms: float | None  # the cost model's latency of the original
+    cost_source: str
+    seconds: float  # time it took, without device measurement
+
+
+class Searcher:
+    """A rank search prepared once for one model on one device, asked for any budget.
+
+    Candidate generation, damage scoring and per-candidate costs (steps 2–3 of the module
+    docstring) depend on the model, the device and the method/rank grid, not on the
+    budget; they are done on the first :meth:`search` (or by :meth:`prepare`) and reused
+    by every later one. Parameters are those of :func:`search` that are not about one
+    budget.
+
+    Examples
+    --------
+    >>> s = Searcher("resnet18", "cpu", input_shape=(1, 3, 64, 64))   # doctest: +SKIP
+    >>> results = [s.search(speedup=1 / f) for f in (0.5, 0.7, 0.9)]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module,
+        device: Any,
+        *,
+        input_shape: Sequence[int] | None = None,
+        predictor: Any = None,
+        store: Any = None,
+        cost_model: Any = None,
+        methods: Sequence[str] = DEFAULT_SEARCH_METHODS,
+        fractions: Sequence[float] = DEFAULT_FRACTIONS,
+        calib: int | torch.Tensor = 8,
+        fidelity_fn: Callable[[nn.Module], float] | None = None,
+        threads: int | None = None,
+        warmup: int = 10,
+        repeats: int = 30,
+        seed: int = 0,
+        devices_file: str | Path | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        from latbench.models import default_input_shape, resolve_model
+
+        self.methods = tuple(methods)
+        if not self.methods:
+            raise UserInputError("no decomposition method given: allow e.g. tucker2,svd")
+        import latbench.compress  # noqa: F401  (registers the built-in methods)
+        from latbench.compress._base import METHODS
+
+        for m in self.methods:
+            METHODS.get(m)  # an unknown method fails here, with suggestions, before any measurement
+        self.fractions = tuple(fractions)
+        self.name = model if isinstance(model, str) else type(model).__name__
+        self.shape = tuple(int(s) for s in input_shape) if input_shape else (
+            default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
+        self.net = copy.deepcopy(resolve_model(model, seed=seed)).eval()
+        if isinstance(device, str):
+            from latbench.devices.registry import get_device
+
+            device = get_device(device, devices_file)
+        self.device = device
+        self.notes: list[str] = []
+        if cost_model is None and predictor is not None:
+            self.notes += check_predictor(predictor, device.name)
+        self.predictor, self.store, self.cost_model = predictor, store, cost_model
+        self.calib, self.fidelity_fn, self.seed = calib, fidelity_fn, seed
+        self.threads, self.warmup, self.repeats = threads, warmup, repeats
+        self.say = progress or (lambda stage, done, total: None)
+        self._prepared: _Prepared | None = None
+        self._cost_model: Any = cost_model
+        self._device_seconds = 0.0  # layer measurements made by the cost model
+
+    # ------------------------------------------------------------------ budget-free part
+    def prepare(self) -> Searcher:
+        """Generate candidates, score their damage and cost them (once); returns ``self``.
+
+        Raises
+        ------
+        UserInputError
+            If no layer can be decomposed by the methods.
+        DeviceError
+            If the cost model measures on the device and the device fails.
+        """
+        if self._prepared is not None:
+            return self
+        from latbench.data.features import layer_table
+
+        say, net, shape = self.say, self.net, self.shape
+        t_start = time.perf_counter()
+        slots = generate_candidates(net, shape, self.methods, self.fractions, seed=self.seed,
+                                    progress=lambda d, t: say("candidates", d, t))
+        if not slots:
+            raise UserInputError(f"no layer of {self.name} can be decomposed (and made smaller) by "
+                                 f"{', '.join(self.methods)}")
+        calib = self.calib
+        x = calib if isinstance(calib, torch.Tensor) else calibration_batch(shape, int(calib), self.seed)
+        reference = score_candidates(net, slots, x, progress=lambda d, t: say("fidelity", d, t))
+        table = layer_table(net, shape)
+        cost_model = self.cost_model
+        if cost_model is None:
+            if self.predictor is not None:
+                from latbench.search.cost import PredictorCost
+
+                cost_model = PredictorCost(self.predictor)
+            else:
+                from latbench.search.cost import MeasuredLayerCost
+
+                cost_model = MeasuredLayerCost(self.device, store=self.store, threads=self.threads,
+                                               progress=lambda d, t: say("layer costs", d, t))
+        t0 = time.perf_counter()
+        base = cost_model.assign(slots, table)
+        device_s = time.perf_counter() - t0 if getattr(cost_model, "measures_on_device", False) else 0.0
+        self._device_seconds += device_s
+        self._cost_model = cost_model
+        self._prepared = _Prepared(
+            slots, x, reference, table, base, getattr(cost_model, "source", type(cost_model).__name__),
+            time.perf_counter() - t_start - device_s)
+        return self
+
+    @property
+    def slots(self) -> list[LayerSlot]:
+        """The layers and their candidates (after :meth:`prepare`)."""
+        return self.prepare()._prepared.slots  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ one budget
+    def search(
+        self,
+        *,
+        budget_ms: float | None = None,
+        speedup: float | None = None,
+        max_rounds: int = 5,
+        slack: float = 0.08,
+        baseline: bool = True,
+        front_points: int = 12,
+        finetune: Callable[[nn.Module], nn.Module | None] | None = None,
+    ) -> SearchResult:
+        """Search and verify one budget; see :func:`search` for the parameters and errors.
+
+        The original is measured again on every call, so the budget (``original /
+        speedup``) follows the device as it is now.
+        """
+        from latbench.data.features import count_params, layer_table
+
+        if (budget_ms is None) == (speedup is None):
+            raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
+        if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+            raise UserInputError(f"the budget must be a positive number of ms, got {budget_ms}")
+        if speedup is not None and not (math.isfinite(speedup) and speedup > 1):
+            raise UserInputError(f"the speed-up must be above 1, got {speedup}")
+        if max_rounds < 1:
+            raise UserInputError("max_rounds must be at least 1")
+        if not 0 <= slack < 1:
+            raise UserInputError(f"slack must be in [0, 1), got {slack}")
+        net, shape, name, device, say = self.net, self.shape, self.name, self.device, self.say
+        fidelity_fn, methods, fractions = self.fidelity_fn, self.methods, self.fractions
+        notes = list(self.notes)
+        work_dir = tempfile.TemporaryDirectory(prefix="latbench-search-")
+        meter = _Meter(device, shape, Path(work_dir.name), self.threads, self.warmup, self.repeats)
+        started = time.perf_counter()
+        device_before = self._device_seconds
+        prepared_now = self._prepared is None
+        rounds: list[Round] = []
+        original_ms = budget = float("nan")
+        try:
+            say("measure original", 0, 1)
+            original_ms = meter(net, "original")
+            say("measure original", 1, 1)
+            budget = float(budget_ms) if budget_ms is not None else original_ms / float(speedup)
+
+            prep = self.prepare()._prepared
+            assert prep is not None
+            slots, x, reference, table = prep.slots, prep.x, prep.reference, prep.table
+            base, cost_source = prep.base_ms, prep.cost_source
+            device_seconds = self._device_seconds - device_before
+            # Costs are anchored to the measured original: a predictor's by the ratio of measured
+            # to predicted original; layers timed alone only ever shrunk by it (their sum can
+            # exceed the model's latency — each timed with its own input and output buffers —
+            # while a sum short of it misses work that no candidate changes).
+            scale = original_ms / base if base is not None and math.isfinite(base) and base > 0 else 1.0
+            if getattr(self._cost_model, "measures_on_device", False):
+                scale = min(scale, 1.0)
+
+            raw_costs = [[c.cost_ms * scale for c in s.candidates] for s in slots]
+            costs = [list(g) for g in raw_costs]  # rescaled per kind as plans are measured
+            kinds = [layer_kind(s.layer) for s in slots]
+            damages = [[c.damage for c in s.candidates] for s in slots]
+            fastest = original_ms + sum(min(g) for g in costs)
+
+            def fid_of(m: nn.Module) -> tuple[float, float]:
+                err = output_error(reference, m, x)
+                return (float(fidelity_fn(m)) if fidelity_fn else 1.0 - err), err
+
+            original_fidelity = float(fidelity_fn(net)) if fidelity_fn else 1.0
+            measured_plans: dict[str, tuple[float, Round, tuple[int, ...]]] = {}
+            # (predicted budget, measured) of measured plans. The original is the first point: at
+            # a predicted budget of original_ms every layer is kept, so the first secant step is
+            # the ratio of measured to predicted savings.
+            history: list[tuple[float, float]] = [(original_ms, original_ms)]
+            last_choices: list[int] = []  # the plan the last verify() solved for
+
+            def verify(t: float) -> float:
+                """Solve for predicted budget ``t``, measure the plan (once per plan), return ms."""
+                sol = solve_mckp(costs, damages, t - original_ms) or \
+                    solve_mckp(costs, damages, fastest - original_ms + 1e-9 * max(1.0, abs(fastest)))
+                assert sol is not None  # the cheapest choice of every layer always fits
+                last_choices[:] = sol.choices
+                plan = plan_of(slots, sol.choices)
+                if plan.hash in measured_plans:
+                    return measured_plans[plan.hash][0]
+                compressed = assemble(net, slots, sol.choices)
+                fid, err = fid_of(compressed)
+                say("verify", len(rounds) + 1, max_rounds)
+                predicted = original_ms + sol.cost
+                measured = meter(compressed, f"round{len(rounds) + 1}")
+                near_miss = budget < measured <= budget * (1.0 + slack)
+                if near_miss or abs(measured - predicted) > 0.25 * max(predicted, 1e-12):
+                    # A surprise is as likely a burst of load as a bad prediction, and a near
+                    # miss may be one: load only ever adds time, so the lower of two medians is
+                    # the better estimate.
+                    measured = min(measured, meter(compressed, f"round{len(rounds) + 1}b"))
+                macs = int(table["macs"].sum()) + sum(
+                    s.candidates[j].macs - s.candidates[0].macs for s, j in zip(slots, sol.choices))
+                rnd = Round(len(rounds) + 1, t, predicted, measured, measured <= budget, fid, err,
+                            sol.damage, count_params(compressed), macs, plan.to_dict())
+                rounds.append(rnd)
+                measured_plans[plan.hash] = (measured, rnd, sol.choices)
+                history.append((t, measured))
+                return measured
+
+            aim = budget * (1.0 - slack / 2.0)
+            lo, hi = -math.inf, math.inf  # predicted budgets known to meet / to miss
+            target = aim
+            if budget < fastest:
+                # The prediction says no plan is fast enough; ask the device before refusing.
+                m_fast = verify(fastest)
+                if m_fast > budget:
+                    raise UserInputError(
+                        f"budget {budget:.4g} ms is below the fastest reachable latency, about "
+                        f"{m_fast:.4g} ms measured ({fastest:.4g} ms predicted; the original takes "
+                        f"{original_ms:.4g} ms) with {', '.join(methods)} at ranks >= "
+                        f"{min(fractions):g} of full; raise the budget, or allow more methods or "
+                        "lower ranks")
+                notes.append(f"the prediction put the fastest plan at {fastest:.4g} ms; the device "
+                             f"measured {m_fast:.4g} ms, so the budget was searched")
+                lo = fastest
+                target = fastest + (aim - m_fast)
+
+            # --------------------------------------------------------------- verify rounds
+            solves = 0
+            calibrated_note: tuple[dict[str, float], int] | None = None
+            while len(rounds) < max_rounds and solves < 4 * max_rounds:
+                solves += 1
+                t = max(target, fastest)
+                measured = verify(t)
+                if measured <= budget:
+                    lo = max(lo, t)
+                    if measured >= (1.0 - slack) * budget:
+                        break
+                else:
+                    hi = min(hi, t)
+                    if t <= fastest:
+                        notes.append("even the fastest plan the grid allows is over the budget on the device")
+                        break
+                scales = kind_scales(kinds, raw_costs,
+                                     [(c, m) for m, _, c in measured_plans.values()], original_ms)
+                if scales is not None:
+                    # Re-solve with per-kind costs; the bracket and the secant history move to the
+                    # new prediction scale (each measured plan at its re-predicted latency).
+                    for i, k in enumerate(kinds):
+                        costs[i] = [v * scales[k] for v in raw_costs[i]]
+                    fastest = original_ms + sum(min(g) for g in costs)
+
+                    def repredict(choices: Sequence[int]) -> float:
+                        return original_ms + sum(costs[i][j] for i, j in enumerate(choices))
+
+                    # In measurement order, so the secant below runs through the two latest
+                    # plans (as without recalibration), now at their re-predicted latencies.
+                    pts = [(repredict(c), m) for m, _, c in measured_plans.values()]
+                    history[:] = [(original_ms, original_ms)] + pts
+                    lo = max((p for p, m in pts if m <= budget), default=-math.inf)
+                    hi = min((p for p, m in pts if m > budget), default=math.inf)
+                    if lo >= hi:
+                        lo, hi = -math.inf, math.inf
+                    t = repredict(last_choices)
+                    if calibrated_note is None or calibrated_note[0] != scales:
+                        calibrated_note = (scales, len(rounds))
+                nxt = t + (aim - measured)
+                if len(history) >= 2 and history[-1][0] != history[-2][0]:
+                    (t0_, m0), (t1_, m1) = history[-2], history[-1]
+                    slope = (m1 - m0) / (t1_ - t0_)
+                    if 0.2 <= slope <= 5.0:  # measured ms per predicted ms: a secant step
+                        nxt = t + (aim - measured) / slope
+                if not lo < nxt < hi:
+                    nxt = (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi) else \
+                        (hi - abs(hi) * 0.05 if math.isfinite(hi) else lo + abs(lo) * 0.05)
+                if math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1e-4 * budget:
+                    break  # the bracket is closed: no plan lies between
+                target = nxt
+            if calibrated_note is not None:
+                notes.append("costs rescaled per layer kind from the measured plans (after round "
+                             f"{calibrated_note[1]}): " + ", ".join(
+                                 f"{k} ×{v:.3g}" for k, v in sorted(calibrated_note[0].items())))
+            met_rounds = [r for r in rounds if r.met]
+            if met_rounds:
+                final_round = max(met_rounds, key=lambda r: (r.fidelity, r.measured_ms))
+            else:
+                final_round = min(rounds, key=lambda r: r.measured_ms)
+                notes.append(f"no plan met the budget in {len(rounds)} round(s); the fastest one is reported")
+            final_choices = measured_plans[Plan.from_dict(final_round.plan).hash][2]
+            final_plan = Plan.from_dict(final_round.plan)
+            final_model = assemble(net, slots, final_choices, fresh=True)
+
+            # --------------------------------------------------------------- front and uniform
+            front_sols = pareto_front(costs, damages, points=max(front_points, 2))
+            front = []
+            for s in front_sols:
+                fid, err = fid_of(assemble(net, slots, s.choices))
+                front.append(dict(predicted_ms=original_ms + s.cost, estimated_damage=s.damage,
+                                  fidelity=fid, output_rel_error=err,
+                                  plan=plan_of(slots, s.choices).to_dict()))
+            uniform = uniform_points(net, slots, costs, damages, original_ms, methods, fractions, fid_of)
+            base_doc = None
+            if baseline and uniform:
+                say("baseline", 0, 1)
+                base_doc = measure_uniform(net, slots, uniform, final_round, meter)
+                say("baseline", 1, 1)
+
+            fidelity_before = None
+            if finetune is not None:
+                fidelity_before = final_round.fidelity
+                tuned = finetune(final_model)
+                final_model = (tuned if tuned is not None else final_model).eval()
+                notes.append("fine-tuned after the search (fidelity_before_finetune is the plan's own)")
+                fid, err = fid_of(final_model)
+            else:
+                fid, err = final_round.fidelity, final_round.output_rel_error
+        except DeviceError as exc:
+            partial = {"budget_ms": budget, "original_ms": original_ms,
+                       "rounds": [r.to_dict() for r in rounds]}
+            done = "; ".join(f"round {r.index}: {r.measured_ms:.4g} ms "
+                             f"({'met' if r.met else 'over'})" for r in rounds) or "no round verified"
+            err_out = DeviceError(f"{exc} (search results so far: original {original_ms:.4g} ms, "
+                                  f"budget {budget:.4g} ms; {done})")
+            err_out.partial = partial  # type: ignore[attr-defined]
+            raise err_out from None
+        finally:
+            work_dir.cleanup()
+        after = layer_table(final_model, shape)
+        choices = {}
+        for slot in slots:
+            rule = final_plan.rule_for(slot.name)
+            choices[slot.name] = {"method": rule.method if rule else "keep",
+                                  "rank": (list(rule.rank) if isinstance(rule.rank, tuple) else rule.rank)
+                                  if rule else None}
+        clock = time.perf_counter() - started - meter.seconds - device_seconds
+        return SearchResult(
+            model_name=name, device=device.name, input_shape=shape, budget_ms=budget,
+            original_ms=original_ms, original_fidelity=original_fidelity, plan=final_plan,
+            model=final_model, predicted_ms=final_round.predicted_ms,
+            measured_ms=final_round.measured_ms, met=final_round.measured_ms <= budget,
+            fidelity=fid, output_rel_error=err, rounds=rounds, choices=choices, front=front,
+            uniform=uniform, baseline=base_doc, params_before=count_params(net),
+            params_after=count_params(final_model), macs_before=int(table["macs"].sum()),
+            macs_after=int(after["macs"].sum()), search_seconds=clock, cost_source=cost_source,
+            prepare_seconds=prep.seconds if prepared_now else 0.0,
+            fidelity_name="custom (fidelity_fn)" if fidelity_fn else "1 - relative output error",
+            fidelity_before_finetune=fidelity_before, notes=notes)
+
+
+
 def search(
     model: str | nn.Module,
     device: Any,
@@ -347,6 +601,10 @@ def search(
     -------
     SearchResult
 
+    See Also
+    --------
+    Searcher : the same search prepared once and asked for several budgets.
+
     Raises
     ------
     UserInputError
@@ -358,333 +616,12 @@ def search(
         If the device fails; the rounds already verified are in the message and in the
         exception's ``partial`` attribute (a dict).
     """
-    from latbench.data.features import count_params, layer_table
-    from latbench.models import default_input_shape, resolve_model
-
-    if (budget_ms is None) == (speedup is None):
+    if (budget_ms is None) == (speedup is None):  # before anything is built or measured
         raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
-    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
-        raise UserInputError(f"the budget must be a positive number of ms, got {budget_ms}")
-    if speedup is not None and not (math.isfinite(speedup) and speedup > 1):
-        raise UserInputError(f"the speed-up must be above 1, got {speedup}")
-    if max_rounds < 1:
-        raise UserInputError("max_rounds must be at least 1")
-    if not 0 <= slack < 1:
-        raise UserInputError(f"slack must be in [0, 1), got {slack}")
-    methods = tuple(methods)
-    if not methods:
-        raise UserInputError("no decomposition method given: allow e.g. tucker2,svd")
-    import latbench.compress  # noqa: F401  (registers the built-in methods)
-    from latbench.compress._base import METHODS
-
-    for m in methods:
-        METHODS.get(m)  # an unknown method fails here, with suggestions, before any measurement
-    name = model if isinstance(model, str) else type(model).__name__
-    shape = tuple(int(s) for s in input_shape) if input_shape else (
-        default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
-    net = copy.deepcopy(resolve_model(model, seed=seed)).eval()
-    if isinstance(device, str):
-        from latbench.devices.registry import get_device
-
-        device = get_device(device, devices_file)
-    notes: list[str] = []
-    if cost_model is None and predictor is not None:
-        notes += check_predictor(predictor, device.name)
-    say = progress or (lambda stage, done, total: None)
-    work_dir = tempfile.TemporaryDirectory(prefix="latbench-search-")
-    meter = _Meter(device, shape, Path(work_dir.name), threads, warmup, repeats)
-    started = time.perf_counter()
-    device_seconds = 0.0  # layer measurements of the cost model (the meter keeps its own)
-    rounds: list[Round] = []
-    original_ms = budget = float("nan")
-    try:
-        say("measure original", 0, 1)
-        original_ms = meter(net, "original")
-        say("measure original", 1, 1)
-        budget = float(budget_ms) if budget_ms is not None else original_ms / float(speedup)
-
-        slots = generate_candidates(net, shape, methods, fractions, seed=seed,
-                                    progress=lambda d, t: say("candidates", d, t))
-        if not slots:
-            raise UserInputError(f"no layer of {name} can be decomposed (and made smaller) by "
-                                 f"{', '.join(methods)}")
-        x = calib if isinstance(calib, torch.Tensor) else calibration_batch(shape, int(calib), seed)
-        reference = score_candidates(net, slots, x, progress=lambda d, t: say("fidelity", d, t))
-        table = layer_table(net, shape)
-
-        if cost_model is None:
-            if predictor is not None:
-                from latbench.search.cost import PredictorCost
-
-                cost_model = PredictorCost(predictor)
-            else:
-                from latbench.search.cost import MeasuredLayerCost
-
-                cost_model = MeasuredLayerCost(device, store=store, threads=threads,
-                                               progress=lambda d, t: say("layer costs", d, t))
-        t0 = time.perf_counter()
-        base = cost_model.assign(slots, table)
-        if getattr(cost_model, "measures_on_device", False):
-            device_seconds += time.perf_counter() - t0
-        # A whole-model prediction is anchored to the measured original; per-layer measured
-        # costs are deltas already in device milliseconds.
-        scale = original_ms / base if base is not None and math.isfinite(base) and base > 0 else 1.0
-        cost_source = getattr(cost_model, "source", type(cost_model).__name__)
-
-        raw_costs = [[c.cost_ms * scale for c in s.candidates] for s in slots]
-        costs = [list(g) for g in raw_costs]  # rescaled per kind as plans are measured
-        kinds = [layer_kind(s.layer) for s in slots]
-        damages = [[c.damage for c in s.candidates] for s in slots]
-        fastest = original_ms + sum(min(g) for g in costs)
-
-        def fid_of(m: nn.Module) -> tuple[float, float]:
-            err = output_error(reference, m, x)
-            return (float(fidelity_fn(m)) if fidelity_fn else 1.0 - err), err
-
-        original_fidelity = float(fidelity_fn(net)) if fidelity_fn else 1.0
-        measured_plans: dict[str, tuple[float, Round, tuple[int, ...]]] = {}
-        # (predicted budget, measured) of measured plans. The original is the first point: at
-        # a predicted budget of original_ms every layer is kept, so the first secant step is
-        # the ratio of measured to predicted savings.
-        history: list[tuple[float, float]] = [(original_ms, original_ms)]
-        last_choices: list[int] = []  # the plan the last verify() solved for
-
-        def verify(t: float) -> float:
-            """Solve for predicted budget ``t``, measure the plan (once per plan), return ms."""
-            sol = solve_mckp(costs, damages, t - original_ms) or \
-                solve_mckp(costs, damages, fastest - original_ms + 1e-9 * max(1.0, abs(fastest)))
-            assert sol is not None  # the cheapest choice of every layer always fits
-            last_choices[:] = sol.choices
-            plan = _plan_of(slots, sol.choices)
-            if plan.hash in measured_plans:
-                return measured_plans[plan.hash][0]
-            compressed = assemble(net, slots, sol.choices)
-            fid, err = fid_of(compressed)
-            say("verify", len(rounds) + 1, max_rounds)
-            predicted = original_ms + sol.cost
-            measured = meter(compressed, f"round{len(rounds) + 1}")
-            if abs(measured - predicted) > 0.25 * max(predicted, 1e-12):
-                # A surprise is as likely a burst of load as a bad prediction: load only ever
-                # adds time, so the lower of two medians is the better estimate.
-                measured = min(measured, meter(compressed, f"round{len(rounds) + 1}b"))
-            macs = int(table["macs"].sum()) + sum(
-                s.candidates[j].macs - s.candidates[0].macs for s, j in zip(slots, sol.choices))
-            rnd = Round(len(rounds) + 1, t, predicted, measured, measured <= budget, fid, err,
-                        sol.damage, count_params(compressed), macs, plan.to_dict())
-            rounds.append(rnd)
-            measured_plans[plan.hash] = (measured, rnd, sol.choices)
-            history.append((t, measured))
-            return measured
-
-        aim = budget * (1.0 - slack / 2.0)
-        lo, hi = -math.inf, math.inf  # predicted budgets known to meet / to miss
-        target = aim
-        if budget < fastest:
-            # The prediction says no plan is fast enough; ask the device before refusing.
-            m_fast = verify(fastest)
-            if m_fast > budget:
-                raise UserInputError(
-                    f"budget {budget:.4g} ms is below the fastest reachable latency, about "
-                    f"{m_fast:.4g} ms measured ({fastest:.4g} ms predicted; the original takes "
-                    f"{original_ms:.4g} ms) with {', '.join(methods)} at ranks >= "
-                    f"{min(fractions):g} of full; raise the budget, or allow more methods or "
-                    "lower ranks")
-            notes.append(f"the prediction put the fastest plan at {fastest:.4g} ms; the device "
-                         f"measured {m_fast:.4g} ms, so the budget was searched")
-            lo = fastest
-            target = fastest + (aim - m_fast)
-
-        # --------------------------------------------------------------- verify rounds
-        solves = 0
-        calibrated_note: tuple[dict[str, float], int] | None = None
-        while len(rounds) < max_rounds and solves < 4 * max_rounds:
-            solves += 1
-            t = max(target, fastest)
-            measured = verify(t)
-            if measured <= budget:
-                lo = max(lo, t)
-                if measured >= (1.0 - slack) * budget:
-                    break
-            else:
-                hi = min(hi, t)
-                if t <= fastest:
-                    notes.append("even the fastest plan the grid allows is over the budget on the device")
-                    break
-            scales = kind_scales(kinds, raw_costs,
-                                 [(c, m) for m, _, c in measured_plans.values()], original_ms)
-            if scales is not None:
-                # Re-solve with per-kind costs; the bracket and the secant history move to the
-                # new prediction scale (each measured plan at its re-predicted latency).
-                for i, k in enumerate(kinds):
-                    costs[i] = [v * scales[k] for v in raw_costs[i]]
-                fastest = original_ms + sum(min(g) for g in costs)
-
-                def repredict(choices: Sequence[int]) -> float:
-                    return original_ms + sum(costs[i][j] for i, j in enumerate(choices))
-
-                pts = [(repredict(c), m) for m, _, c in measured_plans.values()]
-                history[:] = [(original_ms, original_ms)] + sorted(pts)
-                lo = max((p for p, m in pts if m <= budget), default=-math.inf)
-                hi = min((p for p, m in pts if m > budget), default=math.inf)
-                if lo >= hi:
-                    lo, hi = -math.inf, math.inf
-                t = repredict(last_choices)
-                if calibrated_note is None or calibrated_note[0] != scales:
-                    calibrated_note = (scales, len(rounds))
-            nxt = t + (aim - measured)
-            if len(history) >= 2 and history[-1][0] != history[-2][0]:
-                (t0_, m0), (t1_, m1) = history[-2], history[-1]
-                slope = (m1 - m0) / (t1_ - t0_)
-                if 0.2 <= slope <= 5.0:  # measured ms per predicted ms: a secant step
-                    nxt = t + (aim - measured) / slope
-            if not lo < nxt < hi:
-                nxt = (lo + hi) / 2 if math.isfinite(lo) and math.isfinite(hi) else \
-                    (hi - abs(hi) * 0.05 if math.isfinite(hi) else lo + abs(lo) * 0.05)
-            if math.isfinite(lo) and math.isfinite(hi) and hi - lo < 1e-4 * budget:
-                break  # the bracket is closed: no plan lies between
-            target = nxt
-        if calibrated_note is not None:
-            notes.append("costs rescaled per layer kind from the measured plans (after round "
-                         f"{calibrated_note[1]}): " + ", ".join(
-                             f"{k} ×{v:.3g}" for k, v in sorted(calibrated_note[0].items())))
-        met_rounds = [r for r in rounds if r.met]
-        if met_rounds:
-            final_round = max(met_rounds, key=lambda r: (r.fidelity, r.measured_ms))
-        else:
-            final_round = min(rounds, key=lambda r: r.measured_ms)
-            notes.append(f"no plan met the budget in {len(rounds)} round(s); the fastest one is reported")
-        final_choices = measured_plans[Plan.from_dict(final_round.plan).hash][2]
-        final_plan = Plan.from_dict(final_round.plan)
-        final_model = assemble(net, slots, final_choices, fresh=True)
-
-        # --------------------------------------------------------------- front and uniform
-        front_sols = pareto_front(costs, damages, points=max(front_points, 2))
-        front = []
-        for s in front_sols:
-            fid, err = fid_of(assemble(net, slots, s.choices))
-            front.append(dict(predicted_ms=original_ms + s.cost, estimated_damage=s.damage,
-                              fidelity=fid, output_rel_error=err,
-                              plan=_plan_of(slots, s.choices).to_dict()))
-        uniform = _uniform_points(net, slots, costs, damages, original_ms, methods, fractions, fid_of)
-        base_doc = None
-        if baseline and uniform:
-            say("baseline", 0, 1)
-            base_doc = _measure_uniform(net, slots, uniform, final_round, meter)
-            say("baseline", 1, 1)
-
-        fidelity_before = None
-        if finetune is not None:
-            fidelity_before = final_round.fidelity
-            tuned = finetune(final_model)
-            final_model = (tuned if tuned is not None else final_model).eval()
-            notes.append("fine-tuned after the search (fidelity_before_finetune is the plan's own)")
-            fid, err = fid_of(final_model)
-        else:
-            fid, err = final_round.fidelity, final_round.output_rel_error
-    except DeviceError as exc:
-        partial = {"budget_ms": budget, "original_ms": original_ms,
-                   "rounds": [r.to_dict() for r in rounds]}
-        done = "; ".join(f"round {r.index}: {r.measured_ms:.4g} ms "
-                         f"({'met' if r.met else 'over'})" for r in rounds) or "no round verified"
-        err_out = DeviceError(f"{exc} (search results so far: original {original_ms:.4g} ms, "
-                              f"budget {budget:.4g} ms; {done})")
-        err_out.partial = partial  # type: ignore[attr-defined]
-        raise err_out from None
-    finally:
-        work_dir.cleanup()
-    after = layer_table(final_model, shape)
-    choices = {}
-    for slot in slots:
-        rule = final_plan.rule_for(slot.name)
-        choices[slot.name] = {"method": rule.method if rule else "keep",
-                              "rank": (list(rule.rank) if isinstance(rule.rank, tuple) else rule.rank)
-                              if rule else None}
-    clock = time.perf_counter() - started - meter.seconds - device_seconds
-    return SearchResult(
-        model_name=name, device=device.name, input_shape=shape, budget_ms=budget,
-        original_ms=original_ms, original_fidelity=original_fidelity, plan=final_plan,
-        model=final_model, predicted_ms=final_round.predicted_ms,
-        measured_ms=final_round.measured_ms, met=final_round.measured_ms <= budget,
-        fidelity=fid, output_rel_error=err, rounds=rounds, choices=choices, front=front,
-        uniform=uniform, baseline=base_doc, params_before=count_params(net),
-        params_after=count_params(final_model), macs_before=int(table["macs"].sum()),
-        macs_after=int(after["macs"].sum()), search_seconds=clock, cost_source=cost_source,
-        fidelity_name="custom (fidelity_fn)" if fidelity_fn else "1 - relative output error",
-        fidelity_before_finetune=fidelity_before, notes=notes)
-
-
-def _uniform_points(net, slots, costs, damages, original_ms, methods, fractions, fid_of) -> list[dict]:
-    """Every uniform-rank plan (one method, one fraction on every layer it can shrink), scored.
-
-    A layer the method cannot decompose, or would not make smaller at that fraction, is
-    kept — exactly what ``Plan.uniform(method, fraction)`` does through ``compress_model``.
-    """
-    from latbench.compress._base import METHODS
-    from latbench.compress.ranks import resolve_rank
-
-    out = []
-    seen: set[tuple[int, ...]] = set()
-    for m in methods:
-        method = METHODS.get(m)
-        for f in sorted(fractions):
-            picks = []
-            for slot in slots:
-                j = 0
-                if method.supports(slot.layer) is None:
-                    rank = tuple(resolve_rank(float(f), slot.layer, method))
-                    j = next((i for i, c in enumerate(slot.candidates)
-                              if c.method == m and tuple(c.rank) == rank), 0)
-                picks.append(j)
-            key = tuple(picks)
-            if not any(picks) or key in seen:
-                continue
-            seen.add(key)
-            fid, err = fid_of(assemble(net, slots, picks))
-            out.append(dict(method=m, fraction=float(f),
-                            predicted_ms=original_ms + sum(cg[j] for cg, j in zip(costs, picks)),
-                            estimated_damage=float(sum(dg[j] for dg, j in zip(damages, picks))),
-                            fidelity=fid, output_rel_error=err, choices=list(picks),
-                            plan=_plan_of(slots, picks).to_dict()))
-    return out
-
-
-def _measure_uniform(net, slots, uniform, final: Round, meter: _Meter) -> dict:
-    """Measure the strongest uniform family around the final plan's measured latency.
-
-    The family (method) is the one with the best fidelity interpolated at the final plan's
-    predicted ms. Its points are measured outward from the one predicted closest to the final
-    plan's prediction until two measured points bracket its measured latency (at most 6).
-    """
-    fams = sorted({u["method"] for u in uniform})
-
-    def family_score(m: str) -> float:
-        pts = [(u["predicted_ms"], u["fidelity"]) for u in uniform if u["method"] == m]
-        v = _interp(final.predicted_ms, pts)
-        if v is None:  # outside the family's reach: judge it by its nearest point
-            v = min(pts, key=lambda p: abs(p[0] - final.predicted_ms))[1] - 1.0
-        return v
-
-    fam = max(fams, key=family_score)
-    pts = sorted((u for u in uniform if u["method"] == fam), key=lambda u: u["predicted_ms"])
-    # Start where the prediction (biased alike for both plans) puts the final plan.
-    i = min(range(len(pts)), key=lambda k: abs(pts[k]["predicted_ms"] - final.predicted_ms))
-    measured: dict[int, float] = {}
-    for _ in range(6):
-        if i in measured or not 0 <= i < len(pts):
-            break
-        u = pts[i]
-        measured[i] = meter(assemble(net, slots, u["choices"]), f"uniform{i}")
-        below = [k for k in measured if measured[k] <= final.measured_ms]
-        above = [k for k in measured if measured[k] > final.measured_ms]
-        if below and above:
-            break
-        i = i + 1 if not above else i - 1  # slower plans sit at higher predicted latency
-    done = [dict(fraction=pts[k]["fraction"], predicted_ms=pts[k]["predicted_ms"],
-                 measured_ms=measured[k], fidelity=pts[k]["fidelity"],
-                 output_rel_error=pts[k]["output_rel_error"]) for k in sorted(measured)]
-    at_equal = _interp(final.measured_ms, [(d["measured_ms"], d["fidelity"]) for d in done])
-    nearest = min(done, key=lambda d: abs(d["measured_ms"] - final.measured_ms))
-    return dict(method=fam, fraction=nearest["fraction"], measured_ms=nearest["measured_ms"],
-                fidelity=nearest["fidelity"], output_rel_error=nearest["output_rel_error"],
-                fidelity_at_equal_latency=at_equal, at_latency_ms=final.measured_ms,
-                searched_fidelity=final.fidelity, measured=done)
+    searcher = Searcher(model, device, input_shape=input_shape, predictor=predictor, store=store,
+                        cost_model=cost_model, methods=methods, fractions=fractions, calib=calib,
+                        fidelity_fn=fidelity_fn, threads=threads, warmup=warmup, repeats=repeats,
+                        seed=seed, devices_file=devices_file, progress=progress)
+    return searcher.search(budget_ms=budget_ms, speedup=speedup, max_rounds=max_rounds,
+                           slack=slack, baseline=baseline, front_points=front_points,
+                           finetune=finetune)
