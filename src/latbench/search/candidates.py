@@ -22,7 +22,7 @@ from latbench.exceptions import UserInputError
 __all__ = ["Candidate", "LayerSlot", "DEFAULT_FRACTIONS", "generate_candidates"]
 
 #: Fractional ranks tried per method and layer.
-DEFAULT_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8)
+DEFAULT_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass
