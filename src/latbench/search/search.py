@@ -141,6 +141,21 @@ class _Meter:
             self.seconds += time.perf_counter() - t0
 
 
+def _check_budget_args(budget_ms: float | None, speedup: float | None, max_rounds: int,
+                       slack: float) -> None:
+    """Refuse a bad budget, speed-up, round count or slack (one line each)."""
+    if (budget_ms is None) == (speedup is None):
+        raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise UserInputError(f"the budget must be a positive number of ms, got {budget_ms}")
+    if speedup is not None and not (math.isfinite(speedup) and speedup > 1):
+        raise UserInputError(f"the speed-up must be above 1, got {speedup}")
+    if max_rounds < 1:
+        raise UserInputError("max_rounds must be at least 1")
+    if not 0 <= slack < 1:
+        raise UserInputError(f"slack must be in [0, 1), got {slack}")
+
+
 # --------------------------------------------------------------------------- the search
 @dataclass
 class _Prepared:
@@ -292,16 +307,7 @@ class Searcher:
         """
         from latbench.data.features import count_params, layer_table
 
-        if (budget_ms is None) == (speedup is None):
-            raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
-        if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
-            raise UserInputError(f"the budget must be a positive number of ms, got {budget_ms}")
-        if speedup is not None and not (math.isfinite(speedup) and speedup > 1):
-            raise UserInputError(f"the speed-up must be above 1, got {speedup}")
-        if max_rounds < 1:
-            raise UserInputError("max_rounds must be at least 1")
-        if not 0 <= slack < 1:
-            raise UserInputError(f"slack must be in [0, 1), got {slack}")
+        _check_budget_args(budget_ms, speedup, max_rounds, slack)
         net, shape, name, device, say = self.net, self.shape, self.name, self.device, self.say
         fidelity_fn, methods, fractions = self.fidelity_fn, self.methods, self.fractions
         notes = list(self.notes)
@@ -616,8 +622,7 @@ def search(
         If the device fails; the rounds already verified are in the message and in the
         exception's ``partial`` attribute (a dict).
     """
-    if (budget_ms is None) == (speedup is None):  # before anything is built or measured
-        raise UserInputError("give exactly one of a budget in ms (--budget-ms) or a speed-up (--speedup)")
+    _check_budget_args(budget_ms, speedup, max_rounds, slack)  # before the model is built
     searcher = Searcher(model, device, input_shape=input_shape, predictor=predictor, store=store,
                         cost_model=cost_model, methods=methods, fractions=fractions, calib=calib,
                         fidelity_fn=fidelity_fn, threads=threads, warmup=warmup, repeats=repeats,
