@@ -81,7 +81,7 @@ def main() -> None:
 
     # The loop's own cost, free of the machine's noise: time an empty call through the
     # device's timer and through a bare perf_counter_ns pair.
-    from latbench.bench.timing import sample, wall_clock
+    from latbench.measure.timing import sample, wall_clock
 
     empty = sample(wall_clock(lambda: None), warmup=100, repeats=20000).samples_s
     bare_empty = []

@@ -1,17 +1,28 @@
-"""The one error hierarchy of latbench.
+"""The one error hierarchy of latbench: every exception class the package defines.
 
 Every error a user can cause or fix derives from :class:`LatbenchError`; the CLI
 prints its message as one line and exits with :attr:`LatbenchError.exit_code`.
+Anything else that escapes is a bug and keeps its traceback.
+
+``NotFittedPredictorError`` is also a scikit-learn ``NotFittedError``; it is built on first
+use (module ``__getattr__``) so that importing this module never imports scikit-learn.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "LatbenchError",
     "UserInputError",
     "DeviceError",
+    "DeviceTimeoutError",
     "StoreError",
     "PredictorError",
+    "NotFittedPredictorError",  # noqa: F822 (built on first use by __getattr__)
+    "ExportError",
+    "RunnerOutputError",
+    "ConnectionDroppedError",
 ]
 
 
@@ -33,8 +44,12 @@ class DeviceError(LatbenchError, RuntimeError):
     exit_code = 3
 
 
+class DeviceTimeoutError(DeviceError):
+    """A command or transfer on the device exceeded its timeout (it may still be running)."""
+
+
 class StoreError(LatbenchError, RuntimeError):
-    """The latency database has a wrong schema or is corrupt."""
+    """The latency database has a wrong schema, is corrupt, or cannot be written."""
 
     exit_code = 4
 
@@ -43,3 +58,34 @@ class PredictorError(LatbenchError, RuntimeError):
     """A predictor is not fitted, was made for another schema, or meets an unknown layer."""
 
     exit_code = 5
+
+
+class ExportError(LatbenchError):
+    """The model could not be exported (ONNX or TFLite)."""
+
+
+class RunnerOutputError(ValueError):
+    """A runner's output lacks the numbers latbench needs (the caller adds the device name
+    and raises :class:`DeviceError`)."""
+
+
+class ConnectionDroppedError(ConnectionError):
+    """The device closed the TCP connection (the ADB transport turns it into a DeviceError)."""
+
+
+_LAZY: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NotFittedPredictorError":
+        if name not in _LAZY:
+            from sklearn.exceptions import NotFittedError
+
+            cls = type(name, (PredictorError, NotFittedError), {
+                "__doc__": "``predict`` was called before ``fit`` (also a scikit-learn "
+                           "``NotFittedError``).",
+                "__module__": __name__,
+            })
+            _LAZY[name] = cls
+        return _LAZY[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latbench.bench.measurement import DEFAULT_CONFIDENCE_THRESHOLD, Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import DEFAULT_CONFIDENCE_THRESHOLD, Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 
 SPEC = BenchSpec("ab" * 32, "cpu", "onnxruntime", "1.0", "CPUExecutionProvider", 2, (1, 3, 8, 8))
 INFO = DeviceInfo("cpu", "cpu", model="test cpu")

@@ -19,7 +19,7 @@ import latbench.compress.export as export_mod
 import latbench.devices.registry as registry
 from latbench.bench.sweep import (SweepConfig, SweepEvent, Target, default_config,
                                   load_sweep_config, plan_sweep, run_sweep)
-from latbench.compress.export import ExportError
+from latbench.exceptions import ExportError
 from latbench.data.features import layer_key, layer_table
 from latbench.data.store import Store
 from latbench.devices.cpu import CpuDevice

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
-from latbench.bench.timing import Sampling, relative_iqr, sample, wall_clock
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
+from latbench.measure.timing import Sampling, relative_iqr, sample, wall_clock
 from latbench.exceptions import UserInputError
 
 

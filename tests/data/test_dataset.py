@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.data.dataset import MODEL_ID_COLUMNS, Dataset, load_dataset, model_feature_names
 from latbench.data.export import export_table, flat_table
 from latbench.data.features import LAYER_COLUMNS, layer_key, model_features

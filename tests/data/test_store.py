@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.data import schema
 from latbench.data.features import LAYER_COLUMNS, layer_key
 from latbench.data.store import (

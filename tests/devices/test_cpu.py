@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from latbench.artifact import Artifact
-from latbench.bench.timing import Sampling
+from latbench.measure.timing import Sampling
 from latbench.devices.cpu import (
     CpuDevice,
     cpu_model_name,

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from latbench.artifact import Artifact
-from latbench.bench.spec import DeviceInfo
+from latbench.measure.spec import DeviceInfo
 from latbench.devices import cuda as cuda_mod
 from latbench.devices.cuda import TORCH_PROVIDER, CudaDevice, module_digest, parse_smi_csv
 from latbench.exceptions import DeviceError, UserInputError

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from latbench.artifact import Artifact
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.devices.base import Device
 from latbench.exceptions import DeviceError
 

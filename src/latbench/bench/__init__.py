@@ -1,10 +1,5 @@
-"""The measurement protocol: :class:`BenchSpec`, :class:`Measurement`, and the sweep.
+"""Orchestration on top of devices: one-off runs (``run``), layers timed alone
+(``layers``), what a sweep measures (``variants``) and the sweep itself (``sweep``).
 
-Only the types are imported here; ``latbench.bench.sweep`` is imported on use, so that
-``devices`` can use these types without importing the sweep (which imports ``devices``).
+The measurement types live one layer down, in :mod:`latbench.measure`.
 """
-
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
-
-__all__ = ["BenchSpec", "DeviceInfo", "Measurement"]

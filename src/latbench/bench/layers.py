@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from latbench.bench.measurement import Measurement
-from latbench.bench.timing import Sampling
+from latbench.measure.measurement import Measurement
+from latbench.measure.timing import Sampling
 from latbench.data.features import MEASURED_ALONE_OPS, STRING_COLUMNS
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError

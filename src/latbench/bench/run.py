@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latbench.artifact import Artifact
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import DeviceInfo
-from latbench.bench.timing import Sampling
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import DeviceInfo
+from latbench.measure.timing import Sampling
 from latbench.devices.base import Device
 from latbench.exceptions import UserInputError
 
@@ -90,7 +90,7 @@ def run_model(model_path: str | Path, device: str, *, threads: int | None = None
         Untimed and timed runs (``repeats`` is the minimum in adaptive mode).
     adaptive : bool
         Keep sampling until IQR/median < 5 %, ``max_repeats`` samples or ``max_time_s``
-        seconds (see :class:`~latbench.bench.timing.Sampling`).
+        seconds (see :class:`~latbench.measure.timing.Sampling`).
     devices_file : str or Path, optional
         Explicit devices file.
     progress : callable, optional

@@ -12,13 +12,10 @@ import torch
 from torch import nn
 
 from latbench.artifact import DEFAULT_OPSET, Artifact, sha256_file
-from latbench.exceptions import LatbenchError
+from latbench.exceptions import ExportError
 
 __all__ = ["export_onnx", "ExportError"]
 
-
-class ExportError(LatbenchError):
-    """The model could not be exported to ONNX."""
 
 
 def export_onnx(

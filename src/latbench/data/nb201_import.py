@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latbench.bench.spec import DeviceInfo
+from latbench.measure.spec import DeviceInfo
 from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, layer_table, parse_inputs
 from latbench.data.store import IMPORTED_RUNTIME, Store, default_content_hash, encode_layer_columns
 from latbench.exceptions import UserInputError

@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.artifact import Artifact
 
 __all__ = ["Device"]

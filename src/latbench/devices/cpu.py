@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from latbench.artifact import Artifact
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
-from latbench.bench.timing import Sampling, sample, wall_clock
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
+from latbench.measure.timing import Sampling, sample, wall_clock
 from latbench.devices.base import Device
 from latbench.exceptions import DeviceError, UserInputError
 from latbench.registry import suggest
@@ -328,7 +328,7 @@ class CpuDevice(Device):
         progress : callable, optional
             ``progress(done, total)`` after each timed run.
         sampling : Sampling, optional
-            Adaptive sampling policy (see :class:`~latbench.bench.timing.Sampling`).
+            Adaptive sampling policy (see :class:`~latbench.measure.timing.Sampling`).
 
         Returns
         -------

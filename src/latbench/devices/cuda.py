@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from latbench.artifact import Artifact
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
-from latbench.bench.timing import Sampling, sample, wall_clock
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
+from latbench.measure.timing import Sampling, sample, wall_clock
 from latbench.devices.base import Device
 from latbench.devices.cpu import GRAPH_OPTIMIZATION_LEVELS, check_graph_optimization, check_spec, \
     random_input

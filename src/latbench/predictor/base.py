@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import NotFittedError
 
 from latbench.data.features import FEATURE_SCHEMA_VERSION
-from latbench.exceptions import PredictorError, UserInputError
+from latbench.exceptions import NotFittedPredictorError, PredictorError, UserInputError
 from latbench.predictor.encode import LayerBatch, as_layer_batch
 
 __all__ = [
@@ -32,9 +31,6 @@ __all__ = [
 #: Identifies a saved predictor file (bumped if the envelope changes).
 SAVE_FORMAT = "latbench-predictor/1"
 
-
-class NotFittedPredictorError(PredictorError, NotFittedError):
-    """``predict`` was called before ``fit`` (also a scikit-learn ``NotFittedError``)."""
 
 
 class LatencyPredictor(RegressorMixin, BaseEstimator):

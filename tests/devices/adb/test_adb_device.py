@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from latbench.bench.measurement import Measurement
+from latbench.measure.measurement import Measurement
 from latbench.devices.adb import AdbDevice
 from latbench.exceptions import DeviceError, UserInputError
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from latbench.devices.adb import parsers
-from latbench.devices.adb.parsers import RunnerOutputError, TfliteStat
+from latbench.devices.adb.parsers import TfliteStat
+from latbench.exceptions import RunnerOutputError
 
 FIX = Path(__file__).parent / "fixtures"
 

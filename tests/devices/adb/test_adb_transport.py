@@ -11,7 +11,8 @@ from adb_shell.adb_device import AdbDeviceTcp
 from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
 from latbench.devices.adb import transport
-from latbench.devices.adb.transport import AdbConnection, DeviceTimeoutError
+from latbench.devices.adb.transport import AdbConnection
+from latbench.exceptions import DeviceTimeoutError
 from latbench.exceptions import DeviceError, UserInputError
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from latbench.artifact import Artifact, sha256_file
-from latbench.bench.measurement import Measurement
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.devices.adb import state as state_mod
-from latbench.devices.adb.parsers import RunnerOutputError
 from latbench.devices.adb.runners import RUNNERS, Runner, infer_runner_kind
-from latbench.devices.adb.transport import AdbConnection, DeviceTimeoutError, ShellResult
+from latbench.devices.adb.transport import AdbConnection, ShellResult
 from latbench.devices.base import Device
-from latbench.exceptions import DeviceError, UserInputError
+from latbench.exceptions import DeviceError, DeviceTimeoutError, RunnerOutputError, UserInputError
 from latbench.registry import suggest
 
 __all__ = ["AdbDevice", "PROFILE_OPTIONS"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from latbench.exceptions import RunnerOutputError
 
 __all__ = [
     "RunnerOutputError",
@@ -33,9 +34,6 @@ __all__ = [
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
-
-class RunnerOutputError(ValueError):
-    """A runner's output lacks the numbers latbench needs (the caller adds the device name)."""
 
 
 # --------------------------------------------------------------------- onnxruntime_perf_test

@@ -1,6 +1,6 @@
 """Command lines for the on-device runners and the samples read back from them.
 
-Each runner turns a :class:`~latbench.bench.spec.BenchSpec`-like request (threads, CPU mask,
+Each runner turns a :class:`~latbench.measure.spec.BenchSpec`-like request (threads, CPU mask,
 warm-up, repeats) into shell invocations, and their outputs into per-run latencies in
 seconds plus the runner's own summary numbers.
 

@@ -19,7 +19,7 @@ from adb_shell import exceptions as adb_exc
 from adb_shell.adb_device import AdbDevice as _AdbShellDevice
 from adb_shell.transport.tcp_transport import TcpTransport
 
-from latbench.exceptions import DeviceError, UserInputError
+from latbench.exceptions import ConnectionDroppedError, DeviceError, DeviceTimeoutError, UserInputError
 
 __all__ = [
     "AdbConnection",
@@ -40,9 +40,6 @@ _RC_MARK = "__rc="
 _RC_RE = re.compile(r"__rc=(\d+)\s*$")
 
 
-class ConnectionDroppedError(ConnectionError):
-    """The device closed the TCP connection."""
-
 
 class _TcpTransport(TcpTransport):
     """adb-shell's TCP transport, but an orderly close by the peer raises at once."""
@@ -53,9 +50,6 @@ class _TcpTransport(TcpTransport):
             raise ConnectionDroppedError(f"{self._host}:{self._port} closed the connection")
         return data
 
-
-class DeviceTimeoutError(DeviceError):
-    """A command or transfer on the device exceeded its timeout (it may still be running)."""
 
 
 @dataclass(frozen=True)

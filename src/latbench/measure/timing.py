@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from latbench.bench.measurement import DEFAULT_CONFIDENCE_THRESHOLD
+from latbench.measure.measurement import DEFAULT_CONFIDENCE_THRESHOLD
 from latbench.exceptions import UserInputError
 
 __all__ = [

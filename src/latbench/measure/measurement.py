@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from latbench.bench.spec import BenchSpec, DeviceInfo
+from latbench.measure.spec import BenchSpec, DeviceInfo
 
 __all__ = ["Measurement", "DEFAULT_CONFIDENCE_THRESHOLD"]
 
