@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "search"))
-    from conftest import MacDevice, MacPredictor  # the tests' simulated device and predictor
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fakes import MacDevice, MacPredictor  # the simulated device, and a predictor of its law
 
     from latbench.data.features import layer_table
     from latbench.models import resolve_model

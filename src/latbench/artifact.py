@@ -13,9 +13,27 @@ from pathlib import Path
 
 from latbench.exceptions import UserInputError
 
-__all__ = ["Artifact", "sha256_file", "DEFAULT_OPSET"]
+__all__ = ["Artifact", "sha256_file", "DEFAULT_OPSET", "FORMATS", "format_of"]
 
 DEFAULT_OPSET = 17
+
+#: Artifact formats by file suffix.
+FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+def format_of(path: str | Path) -> str:
+    """The artifact format a file's suffix names (``onnx``, ``tflite``).
+
+    Raises
+    ------
+    UserInputError
+        For another suffix, naming the ones latbench knows.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserInputError(f"{str(path)!r}: unknown model format {suffix or '(no suffix)'!r}; "
+                             f"latbench runs {', '.join(FORMATS)} files")
+    return FORMATS[suffix]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -29,12 +47,14 @@ def sha256_file(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
-    """An exported model: where it is, what it is (sha256), and how it is called."""
+    """An exported model: where it is, what it is (sha256), how it is called, and its
+    format (``onnx`` or ``tflite``; ``opset`` is ONNX's and means nothing for TFLite)."""
 
     path: Path
     sha256: str
     input_shape: tuple[int, ...]
     opset: int = DEFAULT_OPSET
+    format: str = "onnx"
 
     @classmethod
     def from_file(cls, path: str | Path, input_shape: Sequence[int] | None = None) -> "Artifact":

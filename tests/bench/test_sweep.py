@@ -193,6 +193,26 @@ def test_an_export_failure_is_recorded_and_the_sweep_goes_on(
     assert_each_once(db, expected_keys(cfg))
 
 
+def test_a_bug_in_latbench_stops_the_sweep_with_its_traceback_and_keeps_what_was_measured(
+        model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = export_mod.export_onnx
+    calls = []
+
+    def export_with_a_bug(net, shape, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise ZeroDivisionError("a bug, not a bad variant")
+        return real(net, shape, path, **kw)
+
+    monkeypatch.setattr(export_mod, "export_onnx", export_with_a_bug)
+    db = tmp_path / "lat.db"
+    with pytest.raises(ZeroDivisionError):
+        run_sweep(config(model, random_plans=0), "cpu", db)
+    with Store(db) as store:
+        assert store.failures().empty  # not recorded as a failed variant
+        assert len(store.measured_hashes("cpu")) == 1  # the first variant is kept
+
+
 def test_a_model_that_cannot_be_exported_fails_alone(model: str, tmp_path: Path) -> None:
     bad = tmp_path / "fft.pt"
     torch.save(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FFTReal()).eval(), bad)

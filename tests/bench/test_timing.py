@@ -172,8 +172,12 @@ def test_spread_guard_is_adaptive_only_where_the_device_samples_in_process():
     policy = spread_guard(CpuDevice(threads=1), 20)
     assert policy is not None and policy.adaptive and policy.max_repeats == 200
 
-    class FixedCount:  # like an adb runner: measure() takes no sampling policy
-        def measure(self, artifact, spec, *, progress=None):
+    from latbench.devices.base import Capabilities
+
+    class FixedCount:  # like an adb runner: it says it takes a fixed count of runs
+        capabilities = Capabilities(adaptive_sampling=False)
+
+        def measure(self, artifact, spec, *, progress=None, sampling=None):
             raise AssertionError("not called")
 
     assert spread_guard(FixedCount(), 20) is None

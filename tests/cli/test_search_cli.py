@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from fakes import MacDevice
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
-from conftest import MacDevice  # noqa: E402  (the search tests' fake device)
-
-from latbench.cli import main  # noqa: E402
+from latbench.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from latbench.data.features import layer_table
 from latbench.search.candidates import generate_candidates
 from latbench.search.cost import MeasuredLayerCost
 
-from conftest import MacDevice  # noqa: E402  (tests/search/conftest.py)
+from fakes import MacDevice
 
 
 def test_layer_costs_are_mac_deltas_and_the_sum_is_the_model_on_a_linear_device(digits):

@@ -11,7 +11,7 @@ import torch
 from latbench.exceptions import DeviceError, PredictorError, UserInputError
 from latbench.search.search import search
 
-from conftest import MacDevice, MacPredictor, onnx_macs  # noqa: E402  (tests/search/conftest.py)
+from fakes import MacDevice, MacPredictor, onnx_macs
 
 FAST = dict(fractions=(0.1, 0.2, 0.3, 0.5, 0.7, 0.85), calib=32, repeats=3, warmup=0, baseline=False,
             front_points=2)

@@ -90,7 +90,5 @@ def runtime_identity(device: Device, threads: int | None) -> tuple[str, str, int
 
     It is the same for every model on one device, so callers compute it once.
     """
-    from latbench.artifact import Artifact
-
-    spec = device.make_spec(Artifact(Path("probe.onnx"), "", (1,)), threads=threads)
-    return spec.runtime, spec.runtime_version, spec.threads
+    rt = device.runtime_identity(threads)
+    return rt.runtime, rt.runtime_version, rt.threads

@@ -6,7 +6,6 @@ in ``bench`` because the check builds and exports a model, which ``devices`` may
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from latbench.measure.measurement import Measurement
 from latbench.measure.spec import DeviceInfo
 from latbench.measure.timing import Sampling
 from latbench.devices.base import Device
-from latbench.exceptions import UserInputError
 
 __all__ = ["run_model", "check_device", "measure_artifact", "spread_guard", "CheckResult",
            "CHECK_INPUT_SHAPE"]
@@ -37,7 +35,7 @@ def spread_guard(device: Device, repeats: int, max_time_s: float = 20.0) -> Samp
     more samples let the quiet ones outvote it. ``None`` for devices that time outside this
     process (adb runners take a fixed count).
     """
-    if "sampling" not in inspect.signature(device.measure).parameters:
+    if not device.capabilities.adaptive_sampling:
         return None
     return Sampling(adaptive=True, max_repeats=10 * max(1, repeats), max_time_s=max_time_s)
 
@@ -55,20 +53,9 @@ def measure_artifact(device: Device, artifact: Artifact, *, threads: int | None 
     DeviceError
         If the device fails.
     """
-    if threads is not None and threads < 1:
-        raise UserInputError(f"threads must be at least 1, got {threads}")
-    if warmup < 0:
-        raise UserInputError(f"warm-up runs must be 0 or more, got {warmup}")
-    if repeats < 1:
-        raise UserInputError(f"repeats must be at least 1, got {repeats}")
+    device.check_sampling(sampling)
     spec = device.make_spec(artifact, threads=threads, warmup=warmup, repeats=repeats)
-    if sampling is None:
-        return device.measure(artifact, spec, progress=progress)
-    # Devices that time outside this process (adb runners) may not sample in batches.
-    if "sampling" not in inspect.signature(device.measure).parameters:
-        raise UserInputError(f"device {device.name!r} (kind {device.kind!r}) does not support "
-                             "adaptive sampling; give --repeats instead")
-    return device.measure(artifact, spec, progress=progress, sampling=sampling)  # type: ignore[call-arg]
+    return device.measure(artifact, spec, progress=progress, sampling=sampling)
 
 
 def run_model(model_path: str | Path, device: str, *, threads: int | None = None,

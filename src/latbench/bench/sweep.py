@@ -25,10 +25,15 @@ from torch import nn
 from latbench.bench.layers import (LAYER_MAX_TIME_S, LAYER_OPS_MEASURED_ALONE, measure_layer,
                                    runtime_identity)
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
-from latbench.exceptions import DeviceError, LatbenchError, UserInputError
+from latbench.exceptions import DeviceError, ExportError, UserInputError
 
 __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "load_sweep_config",
            "plan_sweep", "default_config"]
+
+#: What one variant (or one layer) may fail with and be recorded as failed while the sweep
+#: goes on: a plan that does not fit the model, or an export the runtime cannot take. Anything
+#: else is a bug in latbench and stops the sweep with its traceback (what was measured is kept).
+RECORDABLE_ERRORS = (UserInputError, ExportError)
 
 DEFAULT_METHODS = ("tucker2", "cp", "svd")
 DEFAULT_RANKS = (0.25, 0.5)
@@ -309,8 +314,7 @@ def run_sweep(
                 stage = "export"
                 artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
                 t2 = time.perf_counter()
-            except Exception as exc:  # one bad variant must not end a long sweep
-                exc = exc if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
+            except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
                 summary.failed += 1
                 store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
                                   content_hash=key, plan=v.plan)
@@ -424,8 +428,8 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summa
             raise DeviceError(f"{exc} — per-layer measurements stopped at {j - 1}/{len(items)}; "
                               "everything measured is kept, rerun the same command to resume"
                               ) from None
-        except Exception as exc:  # one layer that cannot be built or exported must not end the sweep
-            msg = str(exc) if isinstance(exc, LatbenchError) else f"{type(exc).__name__}: {exc}"
+        except RECORDABLE_ERRORS as exc:  # one layer that cannot be built or exported
+            msg = str(exc)
             summary.layers_failed += 1
             store.add_failure("layer", f"{lkey}: {msg}", device_id=dev_id)
             emit(j, label, "failed", err=msg)

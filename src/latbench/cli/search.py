@@ -49,9 +49,8 @@ def search_cmd(
     if predictor is not None:
         from latbench.predictor import load_predictor
 
-        # load_predictor refuses another device or feature schema; the search checks again
-        pred, info = load_predictor(predictor, device=dev.name)
-        pred.metadata_ = dict(info)
+        # load_predictor refuses another device or feature schema
+        pred, _ = load_predictor(predictor, device=dev.name)
     store = None
     if db is not None:
         from latbench.data.store import Store

@@ -1,43 +1,191 @@
-"""The one device interface: ``info()`` and ``measure(artifact, spec)``."""
+"""The one device interface: what a device can do (:class:`Capabilities`), which runtime it
+times with (:class:`RuntimeIdentity`), ``info()`` and ``measure(artifact, spec)``.
+
+A device says what it can do as data, as nn-Meter's backends pair a profiler with a parser:
+callers read :attr:`Device.capabilities` instead of probing signatures or building fake
+artifacts.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from latbench.artifact import Artifact
+from latbench.exceptions import UserInputError
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
-from latbench.artifact import Artifact
+from latbench.measure.timing import Sampling
 
-__all__ = ["Device"]
+__all__ = ["Device", "Capabilities", "RuntimeIdentity"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a device can do.
+
+    Attributes
+    ----------
+    formats : tuple of str
+        Artifact formats it runs (``"onnx"``, ``"tflite"``), the one to export first.
+    adaptive_sampling : bool
+        ``measure`` takes an adaptive :class:`~latbench.measure.timing.Sampling` (it times
+        in this process and can decide how many runs to take as it goes).
+    layer_timing : bool
+        Single layers can be exported and timed alone (lookup tables, search costs).
+    in_process : bool
+        It times on this host's CPU/GPU from this process, so other work on this host
+        (compression, export) disturbs its timings.
+    """
+
+    formats: tuple[str, ...] = ("onnx",)
+    adaptive_sampling: bool = False
+    layer_timing: bool = True
+    in_process: bool = False
+
+    @property
+    def format(self) -> str:
+        """The artifact format to export for this device."""
+        return self.formats[0]
+
+
+@dataclass(frozen=True)
+class RuntimeIdentity:
+    """What a stored measurement must match to be reused: the runtime, its version, the
+    execution provider or delegate, and the intra-op threads. The same for every model on
+    one device, so callers compute it once."""
+
+    runtime: str
+    runtime_version: str
+    provider: str
+    threads: int
 
 
 class Device(ABC):
     """A place where a model can be timed.
 
-    Subclasses implement :meth:`info` (identity + current state) and :meth:`measure`.
-    ``make_spec`` fills a :class:`BenchSpec` with this device's runtime facts.
+    Subclasses set :attr:`capabilities` and implement :meth:`info`,
+    :meth:`runtime_identity` and :meth:`measure`; :meth:`make_spec` is built from them.
     """
 
     name: str
     kind: str
+    capabilities: Capabilities = Capabilities()
 
     @abstractmethod
     def info(self) -> DeviceInfo:
         """Identity, runtime versions and current state of the device."""
 
     @abstractmethod
-    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
-                  repeats: int = 50) -> BenchSpec:
-        """The :class:`BenchSpec` this device would use to time ``artifact``."""
-
-    @abstractmethod
-    def measure(self, artifact: Artifact, spec: BenchSpec, *,
-                progress: Callable[[int, int], None] | None = None) -> Measurement:
-        """Time ``artifact`` as ``spec`` says and return the raw samples.
+    def runtime_identity(self, threads: int | None = None) -> RuntimeIdentity:
+        """The runtime this device times with, for ``threads`` (``None``: its default).
 
         Raises
         ------
+        UserInputError
+            If ``threads`` < 1.
+        """
+
+    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
+                  repeats: int = 50) -> BenchSpec:
+        """The :class:`BenchSpec` this device would use to time ``artifact``.
+
+        Raises
+        ------
+        UserInputError
+            If the artifact's format is not one this device runs, threads or repeats < 1,
+            or warmup < 0.
+        """
+        self.check_format(artifact)
+        if threads is not None and threads < 1:
+            raise UserInputError(f"threads must be at least 1, got {threads}")
+        if warmup < 0:
+            raise UserInputError(f"warm-up runs must be 0 or more, got {warmup}")
+        if repeats < 1:
+            raise UserInputError(f"repeats must be at least 1, got {repeats}")
+        rt = self.runtime_identity(threads)
+        return BenchSpec(artifact_sha256=artifact.sha256, device=self.name, runtime=rt.runtime,
+                         runtime_version=rt.runtime_version, provider=rt.provider,
+                         threads=int(rt.threads), input_shape=tuple(artifact.input_shape),
+                         warmup=int(warmup), repeats=int(repeats))
+
+    def check_format(self, artifact: Artifact) -> None:
+        """Refuse an artifact whose format this device does not run.
+
+        Raises
+        ------
+        UserInputError
+            Naming the formats the device runs.
+        """
+        if artifact.format not in self.capabilities.formats:
+            raise UserInputError(
+                f"device {self.name!r} runs {' or '.join(self.capabilities.formats)} models, "
+                f"not {artifact.format} ({artifact.path}); export the model as "
+                f"{self.capabilities.format}")
+
+    def check_spec(self, artifact: Artifact, spec: BenchSpec) -> None:
+        """Refuse a spec made for another model, device, runtime or provider.
+
+        Raises
+        ------
+        UserInputError
+            Listing every mismatch.
+        """
+        self.check_format(artifact)
+        rt = self.runtime_identity(spec.threads)
+        problems = []
+        if spec.artifact_sha256 != artifact.sha256:
+            problems.append(f"it is for artifact {spec.artifact_sha256[:12]}, not "
+                            f"{artifact.sha256[:12]} ({artifact.path})")
+        if spec.device != self.name:
+            problems.append(f"it is for device {spec.device!r}")
+        if spec.runtime != rt.runtime:
+            problems.append(f"it asks for runtime {spec.runtime!r}, this device runs "
+                            f"{rt.runtime!r}")
+        if spec.provider != rt.provider:
+            problems.append(f"it asks for provider {spec.provider!r}; {self.name!r} runs "
+                            f"{rt.provider!r}")
+        if spec.threads < 1 or spec.repeats < 1 or spec.warmup < 0:
+            problems.append("threads and repeats must be at least 1 and warmup at least 0")
+        if problems:
+            raise UserInputError(f"spec does not fit device {self.name!r}: "
+                                 f"{'; '.join(problems)}; make it with {self.name}.make_spec")
+
+    def check_sampling(self, sampling: Sampling | None) -> None:
+        """Refuse adaptive sampling on a device that cannot do it.
+
+        Raises
+        ------
+        UserInputError
+            If ``sampling`` is adaptive and :attr:`Capabilities.adaptive_sampling` is false.
+        """
+        if sampling is not None and sampling.adaptive and not self.capabilities.adaptive_sampling:
+            raise UserInputError(f"device {self.name!r} (kind {self.kind!r}) does not support "
+                                 "adaptive sampling; give --repeats instead")
+
+    @abstractmethod
+    def measure(self, artifact: Artifact, spec: BenchSpec, *,
+                progress: ProgressFn | None = None,
+                sampling: Sampling | None = None) -> Measurement:
+        """Time ``artifact`` as ``spec`` says and return the raw samples.
+
+        Parameters
+        ----------
+        artifact : Artifact
+        spec : BenchSpec
+            From :meth:`make_spec`.
+        progress : callable, optional
+            ``progress(done, total)`` as timed runs complete.
+        sampling : Sampling, optional
+            Adaptive policy; only for devices whose capabilities say ``adaptive_sampling``.
+
+        Raises
+        ------
+        UserInputError
+            If the spec or the sampling does not fit this device.
         DeviceError
             If the device cannot be reached or the run fails.
         """

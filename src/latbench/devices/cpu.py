@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from latbench.artifact import Artifact
+from latbench.devices._ort import GRAPH_OPTIMIZATION_LEVELS, check_graph_optimization, \
+    input_feed, open_session, random_input, session_options
+from latbench.devices.base import Capabilities, Device, RuntimeIdentity
+from latbench.exceptions import DeviceError, UserInputError
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.measure.timing import Sampling, sample, wall_clock
-from latbench.devices.base import Device
-from latbench.exceptions import DeviceError, UserInputError
-from latbench.registry import suggest
 
 __all__ = [
     "CpuDevice",
@@ -32,46 +33,7 @@ __all__ = [
     "physical_cores",
     "cpu_state",
     "random_input",
-    "check_spec",
 ]
-
-#: Spellings accepted for ``graph_optimization`` → onnxruntime ``GraphOptimizationLevel`` name.
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-
-
-
-def check_graph_optimization(device: str, level: str) -> None:
-    """Refuse an onnxruntime graph-optimisation level not in :data:`GRAPH_OPTIMIZATION_LEVELS`.
-
-    Raises
-    ------
-    UserInputError
-        Naming the device, the bad level, close matches and the choices.
-    """
-    if level not in GRAPH_OPTIMIZATION_LEVELS:
-        raise UserInputError(
-            f"device {device!r}: unknown graph_optimization {level!r}"
-            f"{suggest(level, list(GRAPH_OPTIMIZATION_LEVELS))}; choose one of: "
-            + ", ".join(GRAPH_OPTIMIZATION_LEVELS)
-        )
-
-
-_ORT_TENSOR_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-
 
 def _read(path: Path) -> str | None:
     try:
@@ -164,51 +126,6 @@ def cpu_state(sysfs: Path = Path("/sys/devices/system/cpu")) -> dict[str, Any]:
     return state
 
 
-def random_input(shape: tuple[int, ...], dtype: Any = np.float32, seed: int = 0) -> np.ndarray:
-    """Seeded random input: standard normal for floats, small non-negative ints otherwise."""
-    rng = np.random.default_rng(seed)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(np.bool_)
-    return rng.integers(0, 10, size=shape).astype(dtype)
-
-
-def check_spec(device: Device, artifact: Artifact, spec: BenchSpec, provider: str) -> None:
-    """Refuse a spec that was made for another model, device or provider.
-
-    Raises
-    ------
-    UserInputError
-        If the spec's artifact hash, device name or provider does not match.
-    """
-    if spec.artifact_sha256 != artifact.sha256:
-        raise UserInputError(
-            f"spec is for artifact {spec.artifact_sha256[:12]}, not {artifact.sha256[:12]} "
-            f"({artifact.path}); make the spec from this artifact"
-        )
-    if spec.device != device.name:
-        raise UserInputError(
-            f"spec is for device {spec.device!r}, not {device.name!r}; use {device.name}.make_spec"
-        )
-    if spec.provider != provider:
-        raise UserInputError(f"spec asks for provider {spec.provider!r}; {device.name!r} runs {provider!r}")
-    if spec.threads < 1:
-        raise UserInputError(f"threads must be at least 1, got {spec.threads}")
-
-
-def _feed(session: Any, spec: BenchSpec, seed: int) -> dict[str, np.ndarray]:
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise UserInputError(
-            f"the model has {len(inputs)} inputs; latbench times single-input models"
-        )
-    dtype = _ORT_TENSOR_DTYPES.get(inputs[0].type)
-    if dtype is None:
-        raise UserInputError(f"unsupported model input type {inputs[0].type}")
-    return {inputs[0].name: random_input(tuple(spec.input_shape), dtype, seed)}
-
-
 class CpuDevice(Device):
     """onnxruntime CPU execution provider in this process.
 
@@ -231,6 +148,8 @@ class CpuDevice(Device):
 
     kind = "cpu"
     provider = "CPUExecutionProvider"
+    capabilities = Capabilities(formats=("onnx",), adaptive_sampling=True, layer_timing=True,
+                                in_process=True)
 
     def __init__(self, name: str = "cpu", *, threads: int | None = None,
                  graph_optimization: str = "all", seed: int = 0) -> None:
@@ -285,35 +204,18 @@ class CpuDevice(Device):
                    "graph_optimization": self.graph_optimization},
         )
 
-    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
-                  repeats: int = 50) -> BenchSpec:
-        """The spec for timing ``artifact`` here; ``threads=None`` → :meth:`default_threads`."""
+    def runtime_identity(self, threads: int | None = None) -> RuntimeIdentity:
+        """onnxruntime's version and CPU provider; ``threads=None`` → :meth:`default_threads`."""
         import onnxruntime as ort
 
-        return BenchSpec(
-            artifact_sha256=artifact.sha256,
-            device=self.name,
-            runtime="onnxruntime",
-            runtime_version=ort.__version__,
-            provider=self.provider,
-            threads=int(threads if threads is not None else self.default_threads()),
-            input_shape=tuple(artifact.input_shape),
-            warmup=warmup,
-            repeats=repeats,
-        )
+        n = int(threads if threads is not None else self.default_threads())
+        if n < 1:
+            raise UserInputError(f"threads must be at least 1, got {n}")
+        return RuntimeIdentity("onnxruntime", ort.__version__, self.provider, n)
 
     def session_options(self, threads: int) -> Any:
         """The onnxruntime ``SessionOptions`` used for ``threads`` intra-op threads."""
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization])
-        so.log_severity_level = 3  # errors only: warnings would go to stderr, not to us
-        return so
+        return session_options(threads, self.graph_optimization)
 
     def measure(self, artifact: Artifact, spec: BenchSpec, *,
                 progress: Callable[[int, int], None] | None = None,
@@ -342,16 +244,13 @@ class CpuDevice(Device):
         DeviceError
             If onnxruntime cannot load or run the model.
         """
-        import onnxruntime as ort
-
-        check_spec(self, artifact, spec, self.provider)
+        self.check_spec(artifact, spec)
+        self.check_sampling(sampling)
         before = self.info()
-        try:
-            session = ort.InferenceSession(str(artifact.path), self.session_options(spec.threads),
-                                           providers=[self.provider])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise DeviceError(f"onnxruntime could not load {artifact.path}: {exc}") from None
-        feed = _feed(session, spec, self.seed)
+        session = open_session(artifact.path, self.session_options(spec.threads), [self.provider],
+                               what="onnxruntime")
+        name, x = input_feed(session, spec.input_shape, self.seed)
+        feed = {name: x}
         run = session.run
         try:
             result = sample(wall_clock(lambda: run(None, feed)), warmup=spec.warmup,

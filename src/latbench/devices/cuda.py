@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from latbench.artifact import Artifact
+from latbench.devices._ort import check_graph_optimization, input_feed, open_session, \
+    random_input, session_options
+from latbench.devices.base import Capabilities, Device, RuntimeIdentity
+from latbench.exceptions import DeviceError, UserInputError
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.measure.timing import Sampling, sample, wall_clock
-from latbench.devices.base import Device
-from latbench.devices.cpu import GRAPH_OPTIMIZATION_LEVELS, check_graph_optimization, check_spec, \
-    random_input
-from latbench.exceptions import DeviceError, UserInputError
 
 __all__ = [
     "CudaDevice",
@@ -167,6 +166,8 @@ class CudaDevice(Device):
     """
 
     kind = "cuda"
+    capabilities = Capabilities(formats=("onnx",), adaptive_sampling=True, layer_timing=True,
+                                in_process=True)
 
     def __init__(self, name: str = "cuda", *, device_id: int = 0, threads: int = 1,
                  graph_optimization: str = "all", seed: int = 0) -> None:
@@ -265,17 +266,14 @@ class CudaDevice(Device):
                           soc=facts.get("gpu", ""), os=os_name, abi=platform.machine(),
                           fingerprint=fingerprint, runtime_versions=versions, state=state)
 
-    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
-                  repeats: int = 50) -> BenchSpec:
-        """The spec for timing ``artifact`` with onnxruntime-CUDA here."""
+    def runtime_identity(self, threads: int | None = None) -> RuntimeIdentity:
+        """onnxruntime's version and its CUDA provider; ``threads`` only run CPU-fallback nodes."""
         import onnxruntime as ort
 
-        return BenchSpec(
-            artifact_sha256=artifact.sha256, device=self.name, runtime="onnxruntime",
-            runtime_version=ort.__version__, provider=ORT_PROVIDER,
-            threads=int(threads if threads is not None else self.threads),
-            input_shape=tuple(artifact.input_shape), warmup=warmup, repeats=repeats,
-        )
+        n = int(threads if threads is not None else self.threads)
+        if n < 1:
+            raise UserInputError(f"threads must be at least 1, got {n}")
+        return RuntimeIdentity("onnxruntime", ort.__version__, ORT_PROVIDER, n)
 
     def make_torch_spec(self, model: Any, input_shape: Sequence[int], *, threads: int | None = None,
                         warmup: int = 10, repeats: int = 50) -> BenchSpec:
@@ -291,8 +289,6 @@ class CudaDevice(Device):
 
     # ---------------------------------------------------------------- measuring
     def _session(self, artifact: Artifact, threads: int) -> Any:
-        import onnxruntime as ort
-
         try:
             # Loading torch first lets onnxruntime's CUDA provider find the CUDA/cuDNN
             # libraries of torch's nvidia-* wheels (onnxruntime's documented way; its
@@ -300,24 +296,11 @@ class CudaDevice(Device):
             import torch  # noqa: F401
         except ImportError:  # then a system-wide CUDA install must serve
             pass
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization])
-        so.log_severity_level = 3
         # The CPU provider stays as a fallback for the few nodes CUDA lacks (ORT's own
         # behaviour); what must not happen is CUDA failing and everything running on CPU.
         providers = [(ORT_PROVIDER, {"device_id": self.device_id}), "CPUExecutionProvider"]
-        try:
-            # A provider onnxruntime cannot load is only warned about; the check below turns
-            # that into an error, so the warning would be noise.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                session = ort.InferenceSession(str(artifact.path), so, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise DeviceError(f"onnxruntime-cuda could not load {artifact.path}: {exc}") from None
+        session = open_session(artifact.path, session_options(threads, self.graph_optimization),
+                               providers, what="onnxruntime-cuda")
         if session.get_providers()[0] != ORT_PROVIDER:
             raise DeviceError(
                 f"cuda not available: onnxruntime fell back to {session.get_providers()} "
@@ -342,22 +325,19 @@ class CudaDevice(Device):
         """
         import onnxruntime as ort
 
-        check_spec(self, artifact, spec, ORT_PROVIDER)
+        self.check_spec(artifact, spec)
+        self.check_sampling(sampling)
         ok, why = ort_cuda_status()
         if not ok:
             hint = "; torch modules can still be timed with measure_torch" if torch_cuda_status()[0] else ""
             raise DeviceError(f"cuda not available: {why}{hint}")
         before = self.info()
         session = self._session(artifact, spec.threads)
-        inputs = session.get_inputs()
-        if len(inputs) != 1:
-            raise UserInputError(f"the model has {len(inputs)} inputs; latbench times single-input models")
-        dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
-        x = random_input(tuple(spec.input_shape), dtype, self.seed)
+        name, x = input_feed(session, spec.input_shape, self.seed)
         try:
             x_gpu = ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id)
             binding = session.io_binding()
-            binding.bind_ortvalue_input(inputs[0].name, x_gpu)
+            binding.bind_ortvalue_input(name, x_gpu)
             for out in session.get_outputs():
                 binding.bind_output(out.name, "cuda", self.device_id)
             run_with_iobinding = session.run_with_iobinding

@@ -151,6 +151,7 @@ def sample(
     sampling: Sampling | None = None,
     progress: ProgressFn | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    pause_gc: bool = True,
 ) -> TimingResult:
     """Warm up, then take timed samples as ``sampling`` says.
 
@@ -169,6 +170,9 @@ def sample(
         region; ``total`` is ``repeats``, or ``max_repeats`` in adaptive mode.
     clock : callable
         Nanosecond clock for the time cap (injectable for tests).
+    pause_gc : bool
+        Collect garbage first and keep the collector off while timing (real timings); a
+        simulated clock turns it off, since a full collection costs more than its runs.
 
     Returns
     -------
@@ -195,8 +199,9 @@ def sample(
     # A collection pause inside a timed run would be charged to the model; Python's own
     # timeit disables the collector for the same reason.
     gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
+    if pause_gc:
+        gc.collect()
+        gc.disable()
     try:
         warm = tuple(timed_run() for _ in range(warmup))
         samples: list[float] = []

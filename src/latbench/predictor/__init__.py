@@ -12,7 +12,8 @@ from typing import Any
 
 __all__ = [
     "FlopsPredictor", "FlopsClusteredPredictor", "LUTPredictor", "GBMPredictor",
-    "GBMLayerPredictor", "LatencyPredictor", "NotFittedPredictorError", "save_predictor",
+    "GBMLayerPredictor", "LatencyPredictor", "NotFittedPredictorError", "check_predictor",
+    "save_predictor",
     "load_predictor", "make_predictor", "PREDICTORS", "regression_metrics",
     "evaluate_predictor", "train_predictor", "learning_curve", "device_data", "model_matrix",
     "layer_matrix",
@@ -21,7 +22,7 @@ __all__ = [
 _WHERE = {
     "FlopsPredictor": "flops", "FlopsClusteredPredictor": "flops", "LUTPredictor": "lut",
     "GBMPredictor": "gbm", "GBMLayerPredictor": "gbm", "LatencyPredictor": "base",
-    "NotFittedPredictorError": "base", "save_predictor": "base", "load_predictor": "base",
+    "NotFittedPredictorError": "base", "check_predictor": "base", "save_predictor": "base", "load_predictor": "base",
     "make_predictor": "registry", "PREDICTORS": "registry", "regression_metrics": "metrics",
     "evaluate_predictor": "evaluate", "train_predictor": "evaluate",
     "learning_curve": "evaluate", "device_data": "evaluate", "model_matrix": "encode",

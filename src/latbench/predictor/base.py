@@ -23,6 +23,7 @@ from latbench.predictor.encode import LayerBatch, as_layer_batch
 __all__ = [
     "NotFittedPredictorError",
     "LatencyPredictor",
+    "check_predictor",
     "save_predictor",
     "load_predictor",
     "SAVE_FORMAT",
@@ -39,8 +40,12 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):
     Subclasses implement ``_fit(batch, y)`` and ``_predict(batch) -> ndarray`` in ms.
     """
 
-    def fit(self, X: Any, y: Any) -> "LatencyPredictor":
+    def fit(self, X: Any, y: Any, *, device: str | None = None) -> "LatencyPredictor":
         """Fit on models' layer tables ``X`` and their latencies ``y`` (ms); return ``self``.
+
+        ``device`` names the device the latencies were measured on; it is kept as
+        ``device_`` (with ``feature_schema_``, the schema of the tables) and checked by
+        :func:`check_predictor` wherever the predictor is used.
 
         Raises
         ------
@@ -55,7 +60,8 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):
             raise PredictorError("every latency in y must be a finite positive number of ms")
         self._validate_params()
         self._fit(batch, y_arr)
-        self.feature_schema_version_ = FEATURE_SCHEMA_VERSION
+        self.feature_schema_ = FEATURE_SCHEMA_VERSION
+        self.device_ = device
         self.n_train_ = int(batch.n_models)
         return self
 
@@ -73,13 +79,7 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):
         return np.asarray(self._predict(as_layer_batch(X)), dtype=np.float64)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "feature_schema_version_"):
-            raise NotFittedPredictorError(
-                f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
-        if self.feature_schema_version_ != FEATURE_SCHEMA_VERSION:
-            raise PredictorError(
-                f"predictor was fitted with feature schema {self.feature_schema_version_}, "
-                f"this latbench computes schema {FEATURE_SCHEMA_VERSION}; retrain it")
+        check_predictor(self)
 
     def _validate_params(self) -> None:
         """Check constructor arguments (sklearn style: in ``fit``, not ``__init__``)."""
@@ -91,6 +91,49 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):
         raise NotImplementedError
 
 
+def check_predictor(predictor: Any, device: str | None = None) -> list[str]:
+    """The one check of a predictor before use: fitted, fitted on this latbench's feature
+    schema, and (when ``device`` is given) fitted for that device.
+
+    A predictor records both as scikit-learn style fitted attributes: ``feature_schema_``
+    and ``device_`` (``None`` when unknown). Any object with ``predict`` and these attributes
+    passes; nothing else is probed.
+
+    Returns
+    -------
+    list of str
+        Notes for reports (e.g. that the predictor does not record its device).
+
+    Raises
+    ------
+    PredictorError
+        If it has no ``predict``, or was fitted for another schema or another device.
+    NotFittedPredictorError
+        If it is not fitted.
+    """
+    if not callable(getattr(predictor, "predict", None)):
+        raise PredictorError(f"{type(predictor).__name__} is not a latency predictor "
+                             "(no predict method)")
+    schema = getattr(predictor, "feature_schema_", None)
+    if schema is None:
+        raise NotFittedPredictorError(
+            f"this {type(predictor).__name__} is not fitted yet; call fit(X, y) first")
+    if schema != FEATURE_SCHEMA_VERSION:
+        raise PredictorError(
+            f"predictor was fitted with feature schema {schema}, this latbench computes schema "
+            f"{FEATURE_SCHEMA_VERSION}; retrain it")
+    fitted_for = getattr(predictor, "device_", None)
+    if device is None:
+        return []
+    if fitted_for is None:
+        return [f"the predictor does not record its device; it was assumed to be {device!r}"]
+    if fitted_for != device:
+        raise PredictorError(
+            f"the predictor was trained for device {fitted_for!r}, not {device!r}; train one on "
+            f"{device!r} data (bench predictor train)")
+    return []
+
+
 def save_predictor(predictor: LatencyPredictor, path: str | Path, *, device: str,
                    kind: str | None = None) -> Path:
     """Write a fitted predictor with its feature-schema version and device name.
@@ -100,10 +143,12 @@ def save_predictor(predictor: LatencyPredictor, path: str | Path, *, device: str
     NotFittedPredictorError
         If the predictor is not fitted.
     """
-    predictor._check_fitted()
+    check_predictor(predictor, device)
+    if predictor.device_ is None:
+        predictor.device_ = device
     envelope = {
         "format": SAVE_FORMAT,
-        "feature_schema_version": predictor.feature_schema_version_,
+        "feature_schema_version": predictor.feature_schema_,
         "device": device,
         "kind": kind,
         "predictor": predictor,
@@ -155,5 +200,11 @@ def load_predictor(path: str | Path, *, device: str | None = None) -> tuple[Late
     if device is not None and env["device"] != device:
         raise PredictorError(
             f"predictor {str(p)!r} was trained for device {env['device']!r}, not {device!r}")
+    pred = env["predictor"]
+    if getattr(pred, "device_", None) is None:  # files written before predictors kept it
+        pred.device_ = env["device"]
+    if getattr(pred, "feature_schema_", None) is None:
+        pred.feature_schema_ = getattr(pred, "feature_schema_version_", None)
+    check_predictor(pred, device)
     info = {k: env[k] for k in ("device", "kind", "feature_schema_version")}
-    return env["predictor"], info
+    return pred, info

@@ -142,13 +142,15 @@ def train_predictor(dataset, *, device: str, kind: str, train_size: int | None =
     """Fit a predictor of ``kind`` on ``train_size`` seeded rows of ``device`` (all if None)."""
     data = device_data(dataset, device)
     tr, _ = split_indices(len(data.models), train_size, seed)
-    return new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr])
+    return new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr],
+                                                        device=device)
 
 
 def _evaluate(data: DeviceData, kind: str, train_size: int, seed: int,
               params: dict | None) -> Evaluation:
     tr, te = split_indices(len(data.models), train_size, seed)
-    pred = new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr])
+    pred = new_predictor(kind, data, params, seed).fit(data.batch.take(tr), data.y[tr],
+                                                       device=data.device)
     y_pred = pred.predict(data.batch.take(te))
     y_test = data.y[te]
     return Evaluation(kind, data.device, seed, len(tr), len(te),

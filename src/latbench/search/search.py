@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from latbench.compress.plan import Plan
-from latbench.exceptions import DeviceError, PredictorError, UserInputError
+from latbench.exceptions import DeviceError, UserInputError
+from latbench.predictor.base import check_predictor
 from latbench.search.baseline import measure_uniform, uniform_points
 from latbench.search.calibrate import kind_scales, layer_kind
 from latbench.search.candidates import DEFAULT_FRACTIONS, LayerSlot, generate_candidates
@@ -55,67 +56,6 @@ DEFAULT_SEARCH_METHODS = ("tucker2", "svd")
 
 
 # --------------------------------------------------------------------------- helpers
-def check_predictor(predictor: Any, device_name: str) -> list[str]:
-    """Refuse a predictor made for another device or another feature schema.
-
-    Looks for the device name and feature-schema version a predictor records about itself
-    (``device_``/``device_name_``/``device``, ``feature_schema_version_``/
-    ``feature_schema_``/``schema_version_``, or the same keys in a ``metadata_``/``meta_``
-    mapping). A predictor that records neither is accepted with a note.
-
-    Returns
-    -------
-    list of str
-        Notes for the report.
-
-    Raises
-    ------
-    PredictorError
-        If the predictor names another device or feature schema, or has no ``predict``.
-    """
-    from latbench.data.features import FEATURE_SCHEMA_VERSION
-
-    if not callable(getattr(predictor, "predict", None)):
-        raise PredictorError(f"{type(predictor).__name__} is not a latency predictor (no predict method)")
-    meta: dict[str, Any] = {}
-    for attr in ("metadata_", "meta_", "metadata", "meta"):
-        m = getattr(predictor, attr, None)
-        if isinstance(m, dict):
-            meta = {**m, **meta}
-
-    def find(*names: str) -> Any:
-        for n in names:
-            v = getattr(predictor, n, None)
-            if v is None:
-                v = meta.get(n) if n in meta else meta.get(n.rstrip("_"))
-            if v is not None and not callable(v):
-                return v
-        return None
-
-    notes = []
-    dev = find("device_name_", "device_", "device_name", "device")
-    if dev is not None and not isinstance(dev, str):
-        dev = getattr(dev, "name", str(dev))
-    if dev is None:
-        notes.append("the predictor does not record its device; it was assumed to be "
-                     f"{device_name!r}")
-    elif dev != device_name:
-        raise PredictorError(f"the predictor was trained for device {dev!r}, not {device_name!r}; "
-                             f"train one on {device_name!r} data (bench predictor train) or search "
-                             "without --predictor")
-    schema = find("feature_schema_version_", "feature_schema_", "schema_version_",
-                  "feature_schema_version", "feature_schema")
-    if schema is not None:
-        try:
-            ok = int(schema) == FEATURE_SCHEMA_VERSION
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise PredictorError(f"the predictor uses feature schema {schema!r}, this latbench "
-                                 f"writes schema {FEATURE_SCHEMA_VERSION}; retrain it")
-    return notes
-
-
 class _Meter:
     """Exports and measures models on the device, keeping the time it takes apart."""
 

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from latbench.artifact import Artifact, sha256_file
-from latbench.measure.measurement import Measurement
-from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.devices.adb import state as state_mod
 from latbench.devices.adb.runners import RUNNERS, Runner, infer_runner_kind
 from latbench.devices.adb.transport import AdbConnection, ShellResult
-from latbench.devices.base import Device
+from latbench.devices.base import Capabilities, Device, RuntimeIdentity
+from latbench.measure.measurement import Measurement
+from latbench.measure.spec import BenchSpec, DeviceInfo
+from latbench.measure.timing import Sampling
 from latbench.exceptions import DeviceError, DeviceTimeoutError, RunnerOutputError, UserInputError
 from latbench.registry import suggest
 
@@ -265,44 +266,38 @@ class AdbDevice(Device):
         _, cpus = self.resolve_cpus()
         return self._snapshot(cpus)
 
-    def make_spec(self, artifact: Artifact, *, threads: int | None = None, warmup: int = 10,
-                  repeats: int = 50) -> BenchSpec:
-        """The spec for timing ``artifact`` here (may ask the device for its CPUs).
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """The runner's model format; a fixed count of runs (the runner times outside this
+        process); single layers can be pushed and timed like any model."""
+        return Capabilities(formats=(self.runner.model_suffix.lstrip("."),),
+                            adaptive_sampling=False, layer_timing=True, in_process=False)
+
+    def runtime_identity(self, threads: int | None = None) -> RuntimeIdentity:
+        """The runner's runtime, its version, the provider and the threads (without
+        ``threads`` here or in the profile: one per pinned CPU, which may ask the device).
 
         Raises
         ------
         UserInputError
-            If ``threads`` < 1, ``repeats`` < 1 or ``warmup`` < 0.
+            If ``threads`` < 1.
         """
         n = threads if threads is not None else self.threads
         if n is None:
             n = len(self.resolve_cpus()[1])
-        if n < 1 or repeats < 1 or warmup < 0:
-            raise UserInputError(f"threads and repeats must be at least 1 and warmup at least 0, "
-                                 f"got threads={n}, repeats={repeats}, warmup={warmup}")
-        return BenchSpec(artifact_sha256=artifact.sha256, device=self.name,
-                         runtime=self.runner.runtime, runtime_version=self.runtime_version(),
-                         provider=self.provider, threads=int(n),
-                         input_shape=tuple(artifact.input_shape), warmup=int(warmup),
-                         repeats=int(repeats))
+        if n < 1:
+            raise UserInputError(f"threads must be at least 1, got {n}")
+        return RuntimeIdentity(self.runner.runtime, self.runtime_version(), self.provider, int(n))
 
-    def _check_spec(self, artifact: Artifact, spec: BenchSpec) -> None:
-        problems = []
-        if spec.artifact_sha256 != artifact.sha256:
-            problems.append(f"it is for artifact {spec.artifact_sha256[:12]}, not "
-                            f"{artifact.sha256[:12]}")
-        if spec.device != self.name:
-            problems.append(f"it is for device {spec.device!r}")
-        if spec.runtime != self.runner.runtime:
-            problems.append(f"it asks for runtime {spec.runtime!r}, this runner is "
-                            f"{self.runner.runtime!r}")
-        if spec.provider != self.provider:
-            problems.append(f"it asks for provider {spec.provider!r}, not {self.provider!r}")
-        if spec.threads < 1 or spec.repeats < 1 or spec.warmup < 0:
-            problems.append("threads and repeats must be ≥ 1 and warmup ≥ 0")
-        if problems:
-            raise UserInputError(f"spec does not fit device {self.name!r}: {'; '.join(problems)}; "
-                                 f"make it with {self.name}.make_spec")
+    def check_format(self, artifact: Artifact) -> None:
+        """Accept a model in the runner's format, or one with a file of that format beside it.
+
+        Raises
+        ------
+        UserInputError
+            If neither exists.
+        """
+        self._model_file(artifact)
 
     def _model_file(self, artifact: Artifact) -> Path:
         suffix = self.runner.model_suffix
@@ -364,7 +359,8 @@ class AdbDevice(Device):
             pass
 
     def measure(self, artifact: Artifact, spec: BenchSpec, *,
-                progress: Callable[[int, int], None] | None = None) -> Measurement:
+                progress: Callable[[int, int], None] | None = None,
+                sampling: Sampling | None = None) -> Measurement:
         """Time ``artifact`` on the device as ``spec`` says.
 
         Parameters
@@ -375,6 +371,8 @@ class AdbDevice(Device):
             From :meth:`make_spec`.
         progress : callable, optional
             Called with (timed runs done, timed runs in all) after each runner call.
+        sampling : Sampling, optional
+            Only a fixed count is possible here: an adaptive policy is refused.
 
         Returns
         -------
@@ -390,7 +388,8 @@ class AdbDevice(Device):
             Unreachable or unauthorised device, missing runner, runner crash or non-zero
             exit, timeout, dropped connection, or unreadable runner output.
         """
-        self._check_spec(artifact, spec)
+        self.check_spec(artifact, spec)
+        self.check_sampling(sampling)
         mask, cpus = self.resolve_cpus()
         pushed_before = len(self.conn.pushed)
         self._ensure_runner()
