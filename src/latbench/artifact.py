@@ -74,6 +74,10 @@ class Artifact:
             m = onnx.load(str(p), load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError and others for a bad file
             raise UserInputError(f"{str(p)!r} is not a readable ONNX model: {exc}") from None
+        if not m.graph.node or not m.graph.input:  # an empty file parses as an empty model
+            raise UserInputError(f"{str(p)!r} is not an ONNX model (it has "
+                                 f"{'no bytes' if p.stat().st_size == 0 else 'no graph'}); "
+                                 "export it again")
         if input_shape is None:
             dims = m.graph.input[0].type.tensor_type.shape.dim
             input_shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)

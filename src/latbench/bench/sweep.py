@@ -60,6 +60,8 @@ class SweepConfig:
     ``threads=None`` uses the device's default; ``warmup``/``repeats`` go into every spec.
     ``adaptive`` (devices that time in-process: cpu, cuda) keeps sampling a variant past
     ``repeats`` while its samples are spread (:func:`latbench.bench.run.spread_guard`).
+    ``trust_file`` lets model files be fully unpickled (see
+    :func:`latbench.models.resolve_model`); it is never read from a sweep TOML file.
     """
 
     targets: tuple[Target, ...]
@@ -71,6 +73,7 @@ class SweepConfig:
     repeats: int = 50
     seed: int = 0
     adaptive: bool = True
+    trust_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,14 @@ def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
 
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8 by definition
     except FileNotFoundError:
         raise UserInputError(f"sweep config {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot read sweep config {str(p)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"sweep config {str(p)!r} is not UTF-8 text (byte {exc.start}); "
+                             "save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"sweep config {str(p)!r} is not valid TOML: {exc}") from None
     where = f"sweep config {str(p)!r}"
@@ -275,7 +283,7 @@ def run_sweep(
 
     def resolve(spec: str) -> nn.Module:
         if spec not in nets:
-            nets[spec] = resolve_model(spec, seed=config.seed)
+            nets[spec] = resolve_model(spec, seed=config.seed, trust_file=config.trust_file)
         return nets[spec]
 
     for t in config.targets:  # an unknown model or a wrong input → error before any work

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from latbench.cli._common import console, parse_shape, print_json
+from latbench.cli._common import TRUST_FILE_HELP, console, parse_shape, print_json
 
 __all__ = ["register"]
 
@@ -17,7 +17,8 @@ RANK_HELP = ("Rank: an int (16), a tuple (16,32), a fraction of channels (0.5), 
 
 
 def compress_cmd(
-    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, or a torch.save-d module."),
+    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, a torch.save-d module, "
+                                "or NAME@STATE_DICT.pt."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help=METHOD_HELP),
     rank: Optional[str] = typer.Option(None, "--rank", "-r", help=RANK_HELP),
     layers: str = typer.Option("*", "--layers", help="Glob over layer names, e.g. 'layer*.conv2'."),
@@ -27,6 +28,7 @@ def compress_cmd(
     save: Optional[Path] = typer.Option(None, "--save", help="torch.save the compressed nn.Module here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and of randomised methods."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
     """Compress MODEL by low-rank decomposition and report params, MACs and errors per layer."""
     import torch
@@ -46,7 +48,7 @@ def compress_cmd(
             raise UserInputError("give --method and --rank (or --plan PLAN.json); see bench compress --help")
         plan = Plan.uniform(method, parse_rank_spec(rank), layers)
     shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
-    net = resolve_model(model, seed=seed)
+    net = resolve_model(model, seed=seed, trust_file=trust_file)
     result = compress_model(net, plan, input_shape=shape, seed=seed)
     if not result.layers:
         raise UserInputError(f"no layer of {model!r} matched {layers!r} for {method or 'the plan'}; "

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from latbench.cli._common import console, err_console, parse_shape, print_json
+from latbench.cli._common import TRUST_FILE_HELP, console, err_console, parse_shape, print_json
 
 __all__ = ["register"]
 
@@ -31,6 +31,7 @@ def sweep_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with models, inputs, methods."),
     devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml to read profiles from."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
     """Compress, export and measure variants on a device; resumable (rerun to continue)."""
     from dataclasses import replace
@@ -42,7 +43,8 @@ def sweep_cmd(
     from latbench.models import default_input_shape
 
     overrides = dict(random_plans=random_plans, per_layer=per_layer or None, threads=threads,
-                     warmup=warmup, repeats=repeats, seed=seed, adaptive=adaptive)
+                     warmup=warmup, repeats=repeats, seed=seed, adaptive=adaptive,
+                     trust_file=trust_file or None)
     if config is not None:
         if model or methods is not None or ranks is not None or input_shape is not None:
             raise UserInputError("--config names the models, methods, ranks and inputs; "

@@ -205,6 +205,9 @@ def load_profiles(devices_file: str | Path | None = None) -> dict[str, Profile]:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start}); save the devices "
+                             "file as UTF-8") from None
     except OSError as exc:
         raise UserInputError(f"{path}: cannot read devices file: {exc.strerror}") from None
     profiles.update(parse_profiles(data, path))

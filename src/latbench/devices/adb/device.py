@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import posixpath
 import shlex
 import time
@@ -112,10 +113,21 @@ class AdbDevice(Device):
                                  f"device, got {remote_dir!r}")
         if threads is not None and threads < 1:
             raise UserInputError(f"device {name!r}: threads must be at least 1, got {threads}")
-        for key, value in (("timeout_s", timeout_s), ("io_timeout_s", io_timeout_s),
-                           ("auth_timeout_s", auth_timeout_s)):
-            if value <= 0:
-                raise UserInputError(f"device {name!r}: {key} must be positive, got {value}")
+        # TOML can write inf and nan: nan passes every comparison and inf never times out
+        for key, value, least in (("timeout_s", timeout_s, "positive"),
+                                  ("io_timeout_s", io_timeout_s, "positive"),
+                                  ("auth_timeout_s", auth_timeout_s, "positive"),
+                                  ("cooldown_timeout_s", cooldown_timeout_s, "0 or more"),
+                                  ("cooldown_poll_s", cooldown_poll_s, "positive"),
+                                  ("cooldown_temp_c", cooldown_temp_c, ""),
+                                  ("throttle_temp_c", throttle_temp_c, "")):
+            if value is None and key == "cooldown_temp_c":
+                continue
+            if not math.isfinite(value) or (least == "positive" and value <= 0) \
+                    or (least == "0 or more" and value < 0):
+                unit = "seconds" if key.endswith("_s") else "°C"
+                raise UserInputError(f"device {name!r}: {key} must be a finite number of {unit}"
+                                     f"{f' ({least})' if least else ''}, got {value}")
         self.runner_path = runner
         kind = runner_kind or infer_runner_kind(runner)
         runner_cls = RUNNERS.get(kind)
