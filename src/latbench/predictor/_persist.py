@@ -201,11 +201,7 @@ class _Reader:
     def member(self, name: Any) -> bytes:
         if not isinstance(name, str) or name not in self.names or name == ENVELOPE:
             raise FileFormatError(f"it names a member {name!r} it does not hold")
-        info = self.zf.getinfo(name)
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise FileFormatError(f"member {name!r} is {info.file_size} bytes, more than a "
-                                  f"predictor holds ({MAX_MEMBER_BYTES})")
-        return self.zf.read(name)
+        return read_member(self.zf, name)
 
     def decode(self, node: Any, where: str) -> Any:
         if node is None or isinstance(node, (bool, int, float, str)):
@@ -376,16 +372,30 @@ def build_predictor(node: dict, reader: _Reader, where: str) -> Any:
     return pred
 
 
+def read_member(zf: zipfile.ZipFile, name: str) -> bytes:
+    """The bytes of one member; every way a crafted or damaged zip fails is a FileFormatError."""
+    import lzma
+    import zlib
+
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise FileFormatError(f"it has no {name}") from None
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise FileFormatError(f"member {name!r} is {info.file_size} bytes, more than a "
+                              f"predictor holds ({MAX_MEMBER_BYTES})")
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+            NotImplementedError, RuntimeError) as exc:
+        # a bad CRC or stream (corruption), an unsupported method, an encrypted member
+        raise FileFormatError(f"member {name!r} is damaged ({_first_line(exc)})") from None
+
+
 def read_envelope(zf: zipfile.ZipFile) -> dict:
     """The parsed envelope of an open predictor zip."""
     try:
-        info = zf.getinfo(ENVELOPE)
-    except KeyError:
-        raise FileFormatError(f"it has no {ENVELOPE}") from None
-    if info.file_size > MAX_MEMBER_BYTES:
-        raise FileFormatError(f"its {ENVELOPE} is too large")
-    try:
-        doc = json.loads(zf.read(ENVELOPE).decode("utf-8"))
+        doc = json.loads(read_member(zf, ENVELOPE).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"its {ENVELOPE} is not JSON ({exc})") from None
     if not isinstance(doc, dict):

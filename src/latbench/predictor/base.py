@@ -310,7 +310,7 @@ def _load_zip(p: Path, device: str | None) -> tuple[LatencyPredictor, dict]:
     except _persist.FileFormatError as exc:
         raise UserInputError(f"{str(p)!r} is a damaged or foreign predictor file: {exc}") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        # a truncated zip, a bad CRC (corruption), an unreadable member
+        # a truncated zip: no directory at its end
         raise UserInputError(f"{str(p)!r} is a damaged predictor file "
                              f"({_persist._first_line(exc)}); retrain or copy it again") from None
     if getattr(pred, "device_", None) != info["device"] or \
