@@ -97,12 +97,25 @@ def load_torch_file(path: Path, spec: str, *, trust_file: bool = False) -> Any:
         except Exception as exc:  # torch raises RuntimeError, EOFError, ... for a bad file
             raise UserInputError(f"cannot load model file {spec!r}: {_reason(exc)}") from None
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except ValueError:
-        names = []  # the legacy (non-zip) format: state dicts load, whole modules cannot
+        # Not a zip: torch's legacy format (state dicts load, whole modules cannot), which
+        # starts with a protocol-2 pickle, or not a torch file at all.
+        if head[:1] != b"\x80":
+            raise UserInputError(f"cannot load model file {spec!r}: not a torch.save file "
+                                 f"({'empty' if not head else 'neither a zip nor a pickle'})"
+                                 ) from None
+        names = []
     except Exception as exc:  # a truncated or foreign file
         raise UserInputError(f"cannot load model file {spec!r}: {_reason(exc)}") from None
-    allowed = [_allow(name, spec) for name in sorted(names)]
+    refused = sorted(n for n in names if _trusted_global(n) is None)
+    if refused:
+        shown = ", ".join(repr(n) for n in refused[:3]) + (
+            f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise _refusal(spec, shown)
+    allowed = [_trusted_global(name) for name in sorted(names)]
     try:
         with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             # torch warns about pickle protocols it did not write; the refusal below says more
@@ -119,13 +132,6 @@ def load_torch_file(path: Path, spec: str, *, trust_file: bool = False) -> Any:
         raise UserInputError(f"cannot load model file {spec!r}: {_reason(exc)}") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError ... for a bad file
         raise UserInputError(f"cannot load model file {spec!r}: {_reason(exc)}") from None
-
-
-def _allow(name: str, spec: str) -> Any:
-    obj = _trusted_global(name)
-    if obj is None:
-        raise _refusal(spec, repr(name))
-    return obj
 
 
 def _reason(exc: BaseException) -> str:

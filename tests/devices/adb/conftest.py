@@ -54,6 +54,7 @@ def adbkey(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("keys") / "adbkey"
     keygen(str(path))
+    path.chmod(0o600)  # as adb keeps it (a key others can read is used with a warning)
     return path
 
 

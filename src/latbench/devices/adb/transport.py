@@ -114,11 +114,11 @@ def load_signer(adbkey: str | Path | None = None) -> Any:
     try:
         if not path.exists():
             _generate_key(path)
-        else:
-            _warn_if_exposed(path)
-            if not Path(str(path) + ".pub").exists():
-                write_public_keyfile(str(path), str(path) + ".pub")
-        return PythonRSASigner.FromRSAKeyPath(str(path))
+        elif not Path(str(path) + ".pub").exists():
+            write_public_keyfile(str(path), str(path) + ".pub")
+        signer = PythonRSASigner.FromRSAKeyPath(str(path))
+        _warn_if_exposed(path)
+        return signer
     except (OSError, ValueError) as exc:
         raise UserInputError(f"adbkey {str(path)!r} is not a usable ADB private key ({exc}); "
                              f"point 'adbkey' at adb's key or remove the file to make a new one"
