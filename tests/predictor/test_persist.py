@@ -230,6 +230,16 @@ def test_a_wrong_envelope_is_one_line(tmp_path, good, envelope):
     _refused(_rezip(tmp_path / "bad.predictor", members))
 
 
+def test_deeply_nested_json_is_one_line(tmp_path, good):
+    members = _members(good)
+    members["predictor.json"] = b"[" * 100_000 + b"]" * 100_000
+    _refused(_rezip(tmp_path / "deep.predictor", members), "nested too deeply")
+    env = _envelope(good)
+    env["state"] = dict(env["state"], x_=json.loads("[" * 900 + "]" * 900))
+    members["predictor.json"] = json.dumps(env).encode()
+    _refused(_rezip(tmp_path / "deep.predictor", members), "nested too deeply")
+
+
 def _edited(tmp_path: Path, good: Path, **changes) -> Path:
     members = _members(good)
     env = json.loads(members["predictor.json"])

@@ -398,6 +398,8 @@ def read_envelope(zf: zipfile.ZipFile) -> dict:
         doc = json.loads(read_member(zf, ENVELOPE).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FileFormatError(f"its {ENVELOPE} is not JSON ({exc})") from None
+    except RecursionError:
+        raise FileFormatError(f"its {ENVELOPE} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise FileFormatError(f"its {ENVELOPE} is not a JSON object")
     return doc
@@ -405,7 +407,10 @@ def read_envelope(zf: zipfile.ZipFile) -> dict:
 
 def read_file(zf: zipfile.ZipFile, doc: dict) -> Any:
     """The predictor described by the envelope ``doc`` of the open zip ``zf``."""
-    return build_predictor(doc, _Reader(zf), "the predictor")
+    try:
+        return build_predictor(doc, _Reader(zf), "the predictor")
+    except RecursionError:
+        raise FileFormatError("its values are nested too deeply") from None
 
 
 def _expect(value: Any, kind: type, where: str) -> Any:
