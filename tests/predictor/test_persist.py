@@ -154,6 +154,27 @@ def test_state_the_format_cannot_hold_is_refused_when_saving(tmp_path):
         save_predictor(est, path, device="d")
 
 
+class _OwnPredictor(FlopsPredictor):
+    """A predictor class outside latbench.predictor: a file could not name it safely."""
+
+
+def test_a_class_outside_latbench_is_refused_when_saving(tmp_path):
+    est = _OwnPredictor().fit(X, Y)
+    with pytest.raises(PredictorError, match="only predictors defined in latbench.predictor"):
+        save_predictor(est, tmp_path / "p.predictor", device="d")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_path_is_one_line(tmp_path):
+    est = FlopsPredictor().fit(X, Y)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UserInputError, match="cannot write predictor file"):
+        save_predictor(est, tmp_path / "taken", device="d")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserInputError, match="cannot write predictor file"):
+        save_predictor(est, tmp_path / "file" / "p.predictor", device="d")
+
+
 # ---------------------------------------------------------------- damaged and foreign files
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:

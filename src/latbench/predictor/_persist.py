@@ -156,7 +156,11 @@ def class_name(obj: Any) -> str:
 
 def predictor_node(pred: Any, writer: _Writer, where: str) -> dict:
     """Class, constructor parameters and fitted state of ``pred`` as encoded JSON."""
-    return {"class": class_name(pred),
+    name = class_name(pred)
+    if not _CLASS_RE.match(name):  # the reader would refuse it: say so now, not at load
+        raise FileFormatError(f"{where} is a {name}; only predictors defined in "
+                              "latbench.predictor can be saved and loaded back")
+    return {"class": name,
             "params": writer.encode(pred.get_params(deep=False), f"{where} parameter"),
             "state": writer.encode(pred._get_state(), f"{where} attribute")}
 

@@ -199,6 +199,8 @@ def save_predictor(predictor: LatencyPredictor, path: str | Path, *, device: str
         If the predictor is not fitted.
     PredictorError
         If it was fitted for another device, or holds state the format cannot store.
+    UserInputError
+        If the file cannot be written (a folder in the way, no permission, disk full).
     """
     from latbench import __version__
 
@@ -213,11 +215,14 @@ def save_predictor(predictor: LatencyPredictor, path: str | Path, *, device: str
         "kind": kind,
     }
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         _persist.write_file(p, envelope, predictor)
     except _persist.FileFormatError as exc:
         raise PredictorError(f"cannot save this {type(predictor).__name__}: {exc}") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot write predictor file {str(p)!r}: {exc.strerror or exc}"
+                             ) from None
     return p
 
 
