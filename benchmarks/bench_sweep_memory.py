@@ -5,7 +5,11 @@ three fractional ranks each, plus each original: 7 variants a model) on the loca
 process. A model's *phase* runs from the end of the previous model's last variant to the end of
 its own last variant (the sweep's progress events mark both). At each phase end the script reads
 the kernel's peak resident set size since the phase began (``VmHWM`` of ``/proc/self/status``,
-reset by writing ``5`` to ``/proc/self/clear_refs``, Linux ≥ 4.0) and the RSS left behind.
+reset by writing ``5`` to ``/proc/self/clear_refs``, Linux ≥ 4.0) and the RSS left behind; a
+thread sampling ``VmRSS`` every 20 ms adds each phase's lowest RSS. A phase begins while the
+previous model is still held (its last progress event comes before the sweep releases it), so
+a phase's peak is at least the RSS the previous phase ended with: the figure can overstate a
+later phase, never understate it; the lowest sample shows what the release gave back.
 
 Target (issue #11): the third model's phase peaks within 15 % of the first's, i.e. memory is
 given back between models instead of growing with every model swept.
@@ -25,6 +29,7 @@ import json
 import platform
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,6 +66,14 @@ def main() -> None:
     order = [v.model for v in plan_sweep(cfg, lambda spec: None)]  # no random plans: no model built
     phases: list[dict] = []
     start = [time.perf_counter()]
+    low = [float("inf")]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            low[0] = min(low[0], _status_kib("VmRSS") / 1024)
+
+    sampler = threading.Thread(target=sample, daemon=True)
 
     def on_event(ev) -> None:
         if ev.phase != "variants":
@@ -71,16 +84,24 @@ def main() -> None:
         now = time.perf_counter()
         phases.append({"model": order[i], "variants": order.count(order[i]),
                        "peak_rss_mb": round(_status_kib("VmHWM") / 1024, 1),
+                       "lowest_rss_mb": round(low[0], 1),
                        "end_rss_mb": round(_status_kib("VmRSS") / 1024, 1),
                        "seconds": round(now - start[0], 1)})
         _reset_peak()
+        low[0] = _status_kib("VmRSS") / 1024
         start[0] = time.perf_counter()
 
     before_mb = _status_kib("VmRSS") / 1024
     with tempfile.TemporaryDirectory() as tmp:
         _reset_peak()
+        low[0] = before_mb
+        sampler.start()
         t0 = time.perf_counter()
-        summary = run_sweep(cfg, args.device, Path(tmp) / "lat.db", progress=on_event)
+        try:
+            summary = run_sweep(cfg, args.device, Path(tmp) / "lat.db", progress=on_event)
+        finally:
+            done.set()
+            sampler.join()
         wall = time.perf_counter() - t0
     first, last = phases[0]["peak_rss_mb"], phases[-1]["peak_rss_mb"]
     print(json.dumps({

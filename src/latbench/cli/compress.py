@@ -75,7 +75,7 @@ def _print_table(doc: dict, model: str) -> None:
         table.add_column(col, justify="left" if col in ("layer", "method") else "right")
     for r in doc["layers"]:
         table.add_row(
-            r["name"], r["method"], "×".join(map(str, r["rank"])),
+            r["name"] or "(the model)", r["method"], "×".join(map(str, r["rank"])),
             f"{r['params_before']:,} → {r['params_after']:,}",
             f"{r['macs_before'] / 1e6:,.1f}M → {r['macs_after'] / 1e6:,.1f}M",
             f"{r['rel_error']:.4f}",
@@ -90,7 +90,8 @@ def _print_table(doc: dict, model: str) -> None:
     )
     if doc["skipped"]:
         console.print(f"{len(doc['skipped'])} matched layers left as they were "
-                      f"(e.g. {doc['skipped'][0]['name']}: {doc['skipped'][0]['reason']})")
+                      f"(e.g. {doc['skipped'][0]['name'] or '(the model)'}: "
+                      f"{doc['skipped'][0]['reason']})")
     for key in ("onnx", "saved"):
         if key in doc:
             console.print(f"wrote {doc[key]['path'] if key == 'onnx' else doc[key]}")
