@@ -84,3 +84,13 @@ def test_a_saved_single_conv_compresses_through_the_cli(capsys, tmp_path):
                        "--input", "1x8x6x6", "--out", str(tmp_path / "c.onnx"))
     assert code in (0, None)
     assert "(the model)" in out and (tmp_path / "c.onnx").stat().st_size > 0
+
+
+def test_a_model_whose_matched_layers_were_all_skipped_says_why(capsys, tmp_path):
+    path = tmp_path / "deconv.pt"
+    torch.save(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 8, 3)), path)
+    code, _, err = run(capsys, "compress", str(path), "--method", "svd", "--rank", "0.5",
+                       "--input", "1x4x6x6")
+    assert code == 2
+    assert "1 matched but svd left them as they were" in err and "transposed convolution" in err
+    assert "Traceback" not in err

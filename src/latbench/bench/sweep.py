@@ -234,6 +234,8 @@ def run_sweep(
     Each variant's row (variant, layer table, measurement) is committed as soon as it is
     measured, and what the store already holds for this device, runtime and thread count is
     skipped, so a rerun after Ctrl-C or ``kill -9`` loses at most the variant in flight.
+    Memory stays flat across models: one model is held at a time, and it is released with
+    its cached eigendecompositions before the event of its last variant is sent.
     Failures to compress or export one variant are recorded in the store and the sweep
     goes on; a device failure stops the sweep (what was measured stays; rerun to resume).
 
@@ -297,14 +299,27 @@ def run_sweep(
                 progress(SweepEvent(i, len(variants), v_label, status, med, err))
 
         for _, group in itertools.groupby(enumerate(variants, start=1), key=lambda iv: iv[1].model):
-            # reuse_subspaces: the variants of one model share its weights, so SVD / Tucker-2
-            # factor each matrix once per model rather than once per variant; the cache goes
-            # with the model.
-            with reuse_subspaces():
-                _sweep_model(group, resolve, dev, store, dev_id, runtime, work, config,
-                             summary, layer_rows, emit)
-            nets.clear()
-            _release_memory()
+            # Each event is sent when the next variant is about to start, the last one of a
+            # model once the model is released: what a progress callback sees at the end of
+            # a model's variants is the memory the sweep goes on with.
+            pending: tuple | None = None
+            try:
+                # reuse_subspaces: the variants of one model share its weights, so SVD /
+                # Tucker-2 factor each matrix once per model rather than once per variant; the
+                # cache goes with the model.
+                with reuse_subspaces():
+                    for i, v in group:
+                        if pending is not None:
+                            emit(*pending)
+                            pending = None
+                        outcome = _sweep_variant(v, resolve, dev, store, dev_id, runtime, work,
+                                                 config, summary, layer_rows)
+                        pending = (i, f"{v.model} {v.label}", *outcome)
+                nets.clear()
+                _release_memory()
+            finally:
+                if pending is not None:
+                    emit(*pending)
 
         if config.per_layer:
             _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
@@ -312,65 +327,62 @@ def run_sweep(
     return summary
 
 
-def _sweep_model(group, resolve, dev, store, dev_id, runtime, work, config, summary, layer_rows,
-                 emit) -> None:
-    """Compress, export, measure and store the variants of one model (``(index, Variant)``s)."""
+def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, work, config,
+                   summary: SweepSummary, layer_rows: dict) -> tuple[str, float | None, str | None]:
+    """Compress, export, measure and store one variant; its event's ``(status, median_ms, error)``."""
     from latbench.bench.run import measure_artifact, spread_guard
     from latbench.compress.export import export_onnx
     from latbench.compress.model import compress_model
     from latbench.data.features import layer_table
 
-    for i, v in group:
-        key = v.key
-        if store.has_measurement(key, v.input_shape, dev.name, *runtime):
-            summary.skipped += 1
-            if config.per_layer:
-                _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
-            emit(i, f"{v.model} {v.label}", "skipped")
-            continue
-        stage = "compress"
-        try:
-            t0 = time.perf_counter()
-            net = resolve(v.model)
-            if v.plan is not None:
-                net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
-            table = layer_table(net, v.input_shape)
-            t1 = time.perf_counter()
-            stage = "export"
-            artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
-            t2 = time.perf_counter()
-        except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
-            summary.failed += 1
-            store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                              content_hash=key, plan=v.plan)
-            emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
-            continue
-        summary.seconds["compress"] += t1 - t0
-        summary.seconds["export"] += t2 - t1
-        stage = "measure"
-        try:
-            m = measure_artifact(
-                dev, artifact, threads=config.threads, warmup=config.warmup,
-                repeats=config.repeats,
-                sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
-        except DeviceError as exc:
-            store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                              content_hash=key, plan=v.plan)
-            raise DeviceError(
-                f"{exc} — sweep stopped after {summary.measured} new measurements "
-                f"({summary.skipped} already stored); everything measured is kept, "
-                "rerun the same command to resume") from None
-        finally:
-            artifact.path.unlink(missing_ok=True)
-        summary.seconds["measure"] += time.perf_counter() - t2
-        with store.transaction():
-            vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                    method=v.method, content_hash=key)
-            store.add_measurement(vid, dev_id, m)
-        summary.measured += 1
+    key = v.key
+    if store.has_measurement(key, v.input_shape, dev.name, *runtime):
+        summary.skipped += 1
         if config.per_layer:
-            _collect_layers(table, layer_rows)
-        emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
+            _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
+        return "skipped", None, None
+    stage = "compress"
+    try:
+        t0 = time.perf_counter()
+        net = resolve(v.model)
+        if v.plan is not None:
+            net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+        table = layer_table(net, v.input_shape)
+        t1 = time.perf_counter()
+        stage = "export"
+        artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+        t2 = time.perf_counter()
+    except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
+        summary.failed += 1
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        return "failed", None, f"{stage}: {exc}"
+    summary.seconds["compress"] += t1 - t0
+    summary.seconds["export"] += t2 - t1
+    stage = "measure"
+    try:
+        m = measure_artifact(
+            dev, artifact, threads=config.threads, warmup=config.warmup,
+            repeats=config.repeats,
+            sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
+    except DeviceError as exc:
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        raise DeviceError(
+            f"{exc} — sweep stopped after {summary.measured} new measurements "
+            f"({summary.skipped} already stored); everything measured is kept, "
+            "rerun the same command to resume") from None
+    finally:
+        artifact.path.unlink(missing_ok=True)
+    summary.seconds["measure"] += time.perf_counter() - t2
+    with store.transaction():
+        vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                method=v.method, content_hash=key)
+        store.add_measurement(vid, dev_id, m)
+    summary.measured += 1
+    if config.per_layer:
+        _collect_layers(table, layer_rows)
+    return "measured", m.median_ms, None
 
 
 def _release_memory() -> None:

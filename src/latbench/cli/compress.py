@@ -11,9 +11,12 @@ from latbench.cli._common import console, parse_shape, print_json
 
 __all__ = ["register"]
 
-METHOD_HELP = "Decomposition: svd, cur, cp, cp3, tucker2 or tt."
+METHOD_HELP = ("Decomposition: svd (Linear, Conv1d/2d/3d), cur (Linear, 1x1 convs), tucker2 "
+               "(Conv1d/2d/3d; re-compresses its own blocks, MUSCO), cp, cp3 or tt (Conv2d). "
+               "Depthwise and transposed convs are left as they are (listed as skipped).")
 RANK_HELP = ("Rank: an int (16), a tuple (16,32), a fraction of channels (0.5), "
-             "a target parameter compression (ratio=3), or evbmf / evbmf:W.")
+             "a target parameter compression (ratio=3: the largest rank whose replacement keeps "
+             "at most 1/3 of the layer's parameters), or evbmf / evbmf:W.")
 
 
 def compress_cmd(
@@ -49,6 +52,12 @@ def compress_cmd(
     net = resolve_model(model, seed=seed)
     result = compress_model(net, plan, input_shape=shape, seed=seed)
     if not result.layers:
+        if result.skipped:
+            name, why = result.skipped[0]
+            raise UserInputError(
+                f"no layer of {model!r} was compressed: {len(result.skipped)} matched but "
+                f"{method or 'the plan'} left them as they were (e.g. {name or '(the model)'}: "
+                f"{why})")
         raise UserInputError(f"no layer of {model!r} matched {layers!r} for {method or 'the plan'}; "
                              "list the layer names with --layers '*' or check the glob")
     doc = result.to_dict()
