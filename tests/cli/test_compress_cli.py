@@ -69,8 +69,13 @@ def test_version_and_help(capsys):
 def test_cp_ratio_through_the_cli_reaches_the_asked_compression(capsys):
     # ResNet-18 layer1.0.conv1: Conv2d(64, 64, 3, bias=False), 36,864 parameters; cp at rank r
     # keeps r (64 + 3 + 3 + 64) = 134 r, so ratio=2 is rank 137 (18,358), not the 64-channel cap
-    code, out, _ = run(capsys, "compress", "resnet18", "--method", "cp", "--rank", "ratio=2",
-                       "--layers", "layer1.0.conv1", "--input", "1x3x32x32", "--json")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CP-ALS on a shared 2-core machine: one thread is fastest
+    try:
+        code, out, _ = run(capsys, "compress", "resnet18", "--method", "cp", "--rank", "ratio=2",
+                           "--layers", "layer1.0.conv1", "--input", "1x3x32x32", "--json")
+    finally:
+        torch.set_num_threads(threads)
     assert code in (0, None)
     (layer,) = json.loads(out)["layers"]
     assert layer["rank"] == [137] and layer["params_after"] == 134 * 137

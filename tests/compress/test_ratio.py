@@ -54,7 +54,7 @@ def test_cp_ratio_is_not_capped_at_the_channel_count(x, rank, ratio):
 
 def test_cp_ratio_builds_a_layer_of_exactly_that_size():
     conv = _seeded(nn.Conv2d(32, 48, 5, stride=2))
-    res = compress_model(nn.Sequential(conv), Plan.from_layers({"0": ("cp", "ratio=4")}),
+    res = compress_model(nn.Sequential(conv), Plan.uniform("cp", "ratio=4", "0", **ALS),
                          input_shape=(1, 32, 13, 13))
     (layer,) = res.layers
     assert layer.rank == (106,) and layer.params_after == 90 * 106 + 48
