@@ -24,7 +24,7 @@ from latbench.predictor import _persist
 from latbench.predictor.base import (SAVE_FORMAT, LatencyPredictor, convert_predictor,
                                      load_predictor, save_predictor)
 from latbench.predictor.flops import FlopsClusteredPredictor, FlopsPredictor
-from latbench.predictor.gbm import GBMLayerPredictor, GBMPredictor
+from latbench.predictor.gbm import GBMPredictor
 from latbench.predictor.lut import LUTPredictor
 from latbench.predictor.registry import PREDICTORS, make_predictor
 

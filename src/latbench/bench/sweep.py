@@ -8,7 +8,10 @@ loses at most the variant in flight.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import itertools
 import random
 import tempfile
 import time
@@ -239,6 +242,8 @@ def run_sweep(
     Each variant's row (variant, layer table, measurement) is committed as soon as it is
     measured, and what the store already holds for this device, runtime and thread count is
     skipped, so a rerun after Ctrl-C or ``kill -9`` loses at most the variant in flight.
+    Memory stays flat across models: one model is held at a time, and it is released with
+    its cached eigendecompositions before the event of its last variant is sent.
     Failures to compress or export one variant are recorded in the store and the sweep
     goes on; a device failure stops the sweep (what was measured stays; rerun to resume).
 
@@ -269,33 +274,31 @@ def run_sweep(
     DeviceError
         If the device is lost; the message says how much was kept.
     """
-    from latbench.bench.run import measure_artifact, spread_guard
     from latbench.compress import reuse_subspaces
-    from latbench.compress.export import export_onnx
-    from latbench.compress.model import compress_model
-    from latbench.data.features import layer_table
     from latbench.data.store import Store
     from latbench.devices.registry import get_device
     from latbench.models import resolve_model
 
     _check_config(config)
+    # Memory stays flat across models: one model is held at a time (built again if a later
+    # target names it), and released with its eigendecompositions once its variants are done.
     nets: dict[str, nn.Module] = {}
 
     def resolve(spec: str) -> nn.Module:
         if spec not in nets:
+            nets.clear()
             nets[spec] = resolve_model(spec, seed=config.seed, trust_file=config.trust_file)
         return nets[spec]
 
     for t in config.targets:  # an unknown model or a wrong input → error before any work
         _check_runs(resolve(t.model), t)
     variants = plan_sweep(config, resolve)
+    nets.clear()  # before the heap is frozen (a frozen model would outlive its phase)
     summary = SweepSummary()
     layer_rows: dict[str, dict] = {}
     # The device first: an unknown name must fail before a database file is created.
-    # reuse_subspaces: variants of one model share its weights, so SVD / Tucker-2 factor each
-    # matrix once for the whole sweep rather than once per variant.
     with get_device(device, devices_file) as dev, Store(db) as store, \
-            _workdir(workdir) as work, _frozen_heap(), reuse_subspaces():
+            _workdir(workdir) as work, _frozen_heap():
         dev_id = store.add_device(dev.info())
         runtime = runtime_identity(dev, config.threads)
 
@@ -303,62 +306,106 @@ def run_sweep(
             if progress is not None:
                 progress(SweepEvent(i, len(variants), v_label, status, med, err))
 
-        for i, v in enumerate(variants, start=1):
-            key = v.key
-            if store.has_measurement(key, v.input_shape, dev.name, *runtime):
-                summary.skipped += 1
-                if config.per_layer:
-                    _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
-                emit(i, f"{v.model} {v.label}", "skipped")
-                continue
-            stage = "compress"
+        for _, group in itertools.groupby(enumerate(variants, start=1), key=lambda iv: iv[1].model):
+            # Each event is sent when the next variant is about to start, the last one of a
+            # model once the model is released: what a progress callback sees at the end of
+            # a model's variants is the memory the sweep goes on with.
+            pending: tuple | None = None
             try:
-                t0 = time.perf_counter()
-                net = resolve(v.model)
-                if v.plan is not None:
-                    net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
-                table = layer_table(net, v.input_shape)
-                t1 = time.perf_counter()
-                stage = "export"
-                artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
-                t2 = time.perf_counter()
-            except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
-                summary.failed += 1
-                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                  content_hash=key, plan=v.plan)
-                emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
-                continue
-            summary.seconds["compress"] += t1 - t0
-            summary.seconds["export"] += t2 - t1
-            stage = "measure"
-            try:
-                m = measure_artifact(
-                    dev, artifact, threads=config.threads, warmup=config.warmup,
-                    repeats=config.repeats,
-                    sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
-            except DeviceError as exc:
-                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                  content_hash=key, plan=v.plan)
-                raise DeviceError(
-                    f"{exc} — sweep stopped after {summary.measured} new measurements "
-                    f"({summary.skipped} already stored); everything measured is kept, "
-                    "rerun the same command to resume") from None
+                # reuse_subspaces: the variants of one model share its weights, so SVD /
+                # Tucker-2 factor each matrix once per model rather than once per variant; the
+                # cache goes with the model.
+                with reuse_subspaces():
+                    for i, v in group:
+                        if pending is not None:
+                            emit(*pending)
+                            pending = None
+                        outcome = _sweep_variant(v, resolve, dev, store, dev_id, runtime, work,
+                                                 config, summary, layer_rows)
+                        pending = (i, f"{v.model} {v.label}", *outcome)
+                nets.clear()
+                _release_memory()
             finally:
-                artifact.path.unlink(missing_ok=True)
-            summary.seconds["measure"] += time.perf_counter() - t2
-            with store.transaction():
-                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                        method=v.method, content_hash=key)
-                store.add_measurement(vid, dev_id, m)
-            summary.measured += 1
-            if config.per_layer:
-                _collect_layers(table, layer_rows)
-            emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
+                if pending is not None:
+                    emit(*pending)
 
         if config.per_layer:
             _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
                             progress)
     return summary
+
+
+def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, work, config,
+                   summary: SweepSummary, layer_rows: dict) -> tuple[str, float | None, str | None]:
+    """Compress, export, measure and store one variant; its event's ``(status, median_ms, error)``."""
+    from latbench.bench.run import measure_artifact, spread_guard
+    from latbench.compress.export import export_onnx
+    from latbench.compress.model import compress_model
+    from latbench.data.features import layer_table
+
+    key = v.key
+    if store.has_measurement(key, v.input_shape, dev.name, *runtime):
+        summary.skipped += 1
+        if config.per_layer:
+            _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
+        return "skipped", None, None
+    stage = "compress"
+    try:
+        t0 = time.perf_counter()
+        net = resolve(v.model)
+        if v.plan is not None:
+            net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+        table = layer_table(net, v.input_shape)
+        t1 = time.perf_counter()
+        stage = "export"
+        artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+        t2 = time.perf_counter()
+    except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
+        summary.failed += 1
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        return "failed", None, f"{stage}: {exc}"
+    summary.seconds["compress"] += t1 - t0
+    summary.seconds["export"] += t2 - t1
+    stage = "measure"
+    try:
+        m = measure_artifact(
+            dev, artifact, threads=config.threads, warmup=config.warmup,
+            repeats=config.repeats,
+            sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
+    except DeviceError as exc:
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        raise DeviceError(
+            f"{exc} — sweep stopped after {summary.measured} new measurements "
+            f"({summary.skipped} already stored); everything measured is kept, "
+            "rerun the same command to resume") from None
+    finally:
+        artifact.path.unlink(missing_ok=True)
+    summary.seconds["measure"] += time.perf_counter() - t2
+    with store.transaction():
+        vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                method=v.method, content_hash=key)
+        store.add_measurement(vid, dev_id, m)
+    summary.measured += 1
+    if config.per_layer:
+        _collect_layers(table, layer_rows)
+    return "measured", m.median_ms, None
+
+
+def _release_memory() -> None:
+    """Give what a finished model used back to the OS.
+
+    ``gc.collect`` frees cycles; glibc keeps freed heap pages of a process by default (the
+    RSS of a sweep then only grows), ``malloc_trim(0)`` returns them. Elsewhere it is a no-op.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:

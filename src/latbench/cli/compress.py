@@ -11,9 +11,12 @@ from latbench.cli._common import TRUST_FILE_HELP, console, parse_shape, print_js
 
 __all__ = ["register"]
 
-METHOD_HELP = "Decomposition: svd, cur, cp, cp3, tucker2 or tt."
+METHOD_HELP = ("Decomposition: svd (Linear, Conv1d/2d/3d), cur (Linear, 1x1 convs), tucker2 "
+               "(Conv1d/2d/3d; re-compresses its own blocks, MUSCO), cp, cp3 or tt (Conv2d). "
+               "Depthwise and transposed convs are left as they are (listed as skipped).")
 RANK_HELP = ("Rank: an int (16), a tuple (16,32), a fraction of channels (0.5), "
-             "a target parameter compression (ratio=3), or evbmf / evbmf:W.")
+             "a target parameter compression (ratio=3: the largest rank whose replacement keeps "
+             "at most 1/3 of the layer's parameters), or evbmf / evbmf:W.")
 
 
 def compress_cmd(
@@ -51,6 +54,12 @@ def compress_cmd(
     net = resolve_model(model, seed=seed, trust_file=trust_file)
     result = compress_model(net, plan, input_shape=shape, seed=seed)
     if not result.layers:
+        if result.skipped:
+            name, why = result.skipped[0]
+            raise UserInputError(
+                f"no layer of {model!r} was compressed: {len(result.skipped)} matched but "
+                f"{method or 'the plan'} left them as they were (e.g. {name or '(the model)'}: "
+                f"{why})")
         raise UserInputError(f"no layer of {model!r} matched {layers!r} for {method or 'the plan'}; "
                              "list the layer names with --layers '*' or check the glob")
     doc = result.to_dict()
@@ -77,7 +86,7 @@ def _print_table(doc: dict, model: str) -> None:
         table.add_column(col, justify="left" if col in ("layer", "method") else "right")
     for r in doc["layers"]:
         table.add_row(
-            r["name"], r["method"], "×".join(map(str, r["rank"])),
+            r["name"] or "(the model)", r["method"], "×".join(map(str, r["rank"])),
             f"{r['params_before']:,} → {r['params_after']:,}",
             f"{r['macs_before'] / 1e6:,.1f}M → {r['macs_after'] / 1e6:,.1f}M",
             f"{r['rel_error']:.4f}",
@@ -92,7 +101,8 @@ def _print_table(doc: dict, model: str) -> None:
     )
     if doc["skipped"]:
         console.print(f"{len(doc['skipped'])} matched layers left as they were "
-                      f"(e.g. {doc['skipped'][0]['name']}: {doc['skipped'][0]['reason']})")
+                      f"(e.g. {doc['skipped'][0]['name'] or '(the model)'}: "
+                      f"{doc['skipped'][0]['reason']})")
     for key in ("onnx", "saved"):
         if key in doc:
             console.print(f"wrote {doc[key]['path'] if key == 'onnx' else doc[key]}")

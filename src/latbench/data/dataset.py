@@ -143,10 +143,13 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
             f"FROM layer_measurements l JOIN devices d ON d.id = l.device_id {where} ORDER BY l.id",
             conn, params=args)
     if old < FEATURE_SCHEMA_VERSION:
+        lacks = ("lack the dataflow column and are read as chains, which weakens graph-aware "
+                 "predictors" if old < 3 else
+                 "count MACs of Conv2d/Linear modules only (0 for 1-D/3-D/transposed convs and "
+                 "functional compute) and have no 'uncounted' column")
         warnings.warn(
             f"{str(p)!r} holds layer tables of feature schema {old} (this latbench writes "
-            f"{FEATURE_SCHEMA_VERSION}); they lack the dataflow column and are read as chains, "
-            "which weakens graph-aware predictors: re-import or re-sweep into a fresh database",
+            f"{FEATURE_SCHEMA_VERSION}); they {lacks}: re-import or re-sweep into a fresh database",
             stacklevel=2)
     return Dataset(models=_models_frame(meas, tables), layers=_layers_frame(variants, tables),
                    layer_latency=_layer_latency_frame(lat))
