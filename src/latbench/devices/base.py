@@ -100,11 +100,27 @@ class OpProfileRow:
 
 @dataclass(frozen=True)
 class OpProfile:
-    """A per-operator profile of one model: rows in run order, the profiled runs, the tool."""
+    """A per-operator profile of one model.
+
+    Attributes
+    ----------
+    rows : tuple of OpProfileRow
+        In run order.
+    runs : int
+        Profiled inferences (each row's ``avg_s`` is a mean over them).
+    tool : str
+        The tool that profiled (e.g. ``benchmark_model (TFLite)``).
+    info_before, info_after : DeviceInfo or None
+        Device identity and state around the profiling run.
+    extra : dict
+        Tool facts (command line, output format).
+    """
 
     rows: tuple[OpProfileRow, ...]
     runs: int
     tool: str
+    info_before: DeviceInfo | None = None
+    info_after: DeviceInfo | None = None
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
 
