@@ -17,6 +17,7 @@ __all__ = [
     "UserInputError",
     "DeviceError",
     "DeviceTimeoutError",
+    "OpProfileError",
     "StoreError",
     "PredictorError",
     "NotFittedPredictorError",  # noqa: F822 (built on first use by __getattr__)
@@ -47,6 +48,11 @@ class DeviceError(LatbenchError, RuntimeError):
 
 class DeviceTimeoutError(DeviceError):
     """A command or transfer on the device exceeded its timeout (it may still be running)."""
+
+
+class OpProfileError(DeviceError):
+    """The runner ran but printed no per-operator profile latbench reads (a build without
+    op profiling, or a profile format of a release latbench does not know)."""
 
 
 class StoreError(LatbenchError, RuntimeError):

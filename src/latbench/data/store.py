@@ -671,6 +671,24 @@ class Store:
             + extra + " LIMIT 1",
             [layer_key, device_name, runtime, runtime_version, int(threads), *args]) is not None
 
+    def has_op_profile(self, content_hash: str, device_name: str, runtime: str,
+                       runtime_version: str, threads: int, *, format: str | None = None) -> bool:
+        """Whether the variant ``content_hash`` was already profiled operator by operator on
+        this device, runtime and threads: layers stored from its profile (source
+        ``op_profile:<content_hash>``) or a recorded ``op_profile`` failure for it."""
+        extra, args = self._layer_filter(format, None)
+        hit = self._one(
+            "SELECT 1 FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
+            "l.source=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=?"
+            + extra + " LIMIT 1",
+            [f"op_profile:{content_hash}", device_name, runtime, runtime_version, int(threads),
+             *args])
+        if hit is not None:
+            return True
+        return self._one(
+            "SELECT 1 FROM failures f JOIN devices d ON d.id=f.device_id WHERE f.stage='op_profile' "
+            "AND f.content_hash=? AND d.name=? LIMIT 1", (content_hash, device_name)) is not None
+
     def layer_latency_ms(self, layer_key: str, device_name: str, runtime: str,
                          runtime_version: str, threads: int, *, format: str | None = None,
                          source: str | None = None) -> float | None:

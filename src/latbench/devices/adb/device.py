@@ -19,7 +19,8 @@ from latbench.devices.base import Capabilities, Device, OpProfile, RuntimeIdenti
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.measure.timing import Sampling
-from latbench.exceptions import DeviceError, DeviceTimeoutError, RunnerOutputError, UserInputError
+from latbench.exceptions import DeviceError, DeviceTimeoutError, OpProfileError, \
+    RunnerOutputError, UserInputError
 from latbench.registry import suggest
 
 __all__ = ["AdbDevice", "PROFILE_OPTIONS"]
@@ -509,8 +510,10 @@ class AdbDevice(Device):
         ------
         UserInputError
             If the runner is not a ``benchmark_model``, or the spec does not fit.
+        OpProfileError
+            If the run prints no per-operator table latbench reads.
         DeviceError
-            If the run fails or prints no per-operator table latbench reads.
+            If the run fails.
         """
         runner = self.resolve_runner()
         if not isinstance(runner, RUNNERS.get("tflite")):
@@ -534,8 +537,8 @@ class AdbDevice(Device):
         try:
             rows = runner.parse_profile(r.output, spec.repeats)
         except RunnerOutputError as exc:
-            raise DeviceError(f"device {self.name!r}: cannot read {runner.name}'s operator "
-                              f"profile ({exc}); last output: {_tail(r.output)}") from None
+            raise OpProfileError(f"device {self.name!r}: cannot read {runner.name}'s operator "
+                                 f"profile ({exc}); last output: {_tail(r.output)}") from None
         return OpProfile(tuple(rows), spec.repeats, runner.tool, before, after,
                          extra={"command": call.command})
 
