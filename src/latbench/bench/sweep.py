@@ -338,8 +338,13 @@ def run_sweep(
                         dev, artifact, threads=config.threads, warmup=config.warmup,
                         repeats=config.repeats,
                         sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
-                summary.seconds["measure"] += time.perf_counter() - t2
+                    summary.seconds["measure"] += time.perf_counter() - t2
+                    with store.transaction():
+                        vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                                method=v.method, content_hash=key)
+                        store.add_measurement(vid, dev_id, m)
                 if to_profile:
+                    stage = "profile"  # a lost device; unreadable profiles are "op_profile"
                     t3 = time.perf_counter()
                     _profile_variant(store, dev, dev_id, v, artifact, table, config, summary,
                                      layer_rows)
@@ -349,19 +354,15 @@ def run_sweep(
                 store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
                                   content_hash=key, plan=v.plan)
                 raise DeviceError(
-                    f"{exc} — sweep stopped after {summary.measured} new measurements "
-                    f"({summary.skipped} already stored); everything measured is kept, "
-                    "rerun the same command to resume") from None
+                    f"{exc} — sweep stopped after {summary.measured + (m is not None)} new "
+                    f"measurements ({summary.skipped} already stored); everything measured is "
+                    "kept, rerun the same command to resume") from None
             finally:
                 artifact.path.unlink(missing_ok=True)
             if m is None:  # measured before, profiled now
                 summary.skipped += 1
                 emit(i, label, "skipped")
                 continue
-            with store.transaction():
-                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                        method=v.method, content_hash=key)
-                store.add_measurement(vid, dev_id, m)
             summary.measured += 1
             if config.per_layer and not to_profile:
                 _collect_layers(table, layer_rows)

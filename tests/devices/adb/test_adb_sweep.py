@@ -124,3 +124,31 @@ def test_onnx_and_tflite_measurements_of_one_variant_sit_side_by_side(capsys, ph
     pairs = df.groupby("variant_id")["format"].apply(sorted).tolist()
     assert pairs == [["onnx", "tflite"], ["onnx", "tflite"]]
     assert set(df["runtime"]) == {"onnxruntime", "litert"}
+
+
+def test_device_lost_while_profiling_keeps_the_measurement_and_resumes(
+        make_fake, runners, adbkey, net_path, tmp_path, monkeypatch):
+    pytest.importorskip("litert_torch", reason='TFLite export needs pip install "latbench[tflite]"')
+    from latbench.bench.sweep import SweepConfig, Target, run_sweep
+    from latbench.data.store import Store
+    from latbench.exceptions import DeviceError
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    fake = make_fake(drop_on="--enable_op_profiling", drop_after_s=0.3)
+    f = tmp_path / "devices.toml"
+    f.write_text(f'[pixel]\nkind = "adb"\nhost = "{fake.host}"\nrunner = "{runners["tflite"]}"\n'
+                 f'adbkey = "{adbkey}"\ncpus = "30"\nthreads = 1\nio_timeout_s = 5.0\n'
+                 'auth_timeout_s = 2.0\ntimeout_s = 60.0\n')
+    cfg = SweepConfig((Target(net_path, (1, 3, 16, 16), ("svd",), (0.5,)),), per_layer=True,
+                      warmup=0, repeats=2)
+    db = tmp_path / "lat.db"
+    with pytest.raises(DeviceError, match=r"sweep stopped after 1 new measurements"):
+        run_sweep(cfg, "pixel", db, devices_file=f)
+    with Store(db) as s:
+        assert s.counts()["measurements"] == 1 and s.counts()["layer_measurements"] == 0
+        stages = list(s.failures()["stage"])
+        assert stages == ["profile"]
+    fake.drop_on = None  # the phone is back
+    summary = run_sweep(cfg, "pixel", db, devices_file=f)
+    assert summary.measured == 1 and summary.skipped == 1  # the first one: profiled only
+    assert summary.layers_profiled >= 7
