@@ -28,7 +28,7 @@ from torch import nn
 from latbench.bench.layers import (LAYER_MAX_TIME_S, LAYER_OPS_MEASURED_ALONE, measure_layer,
                                    runtime_identity)
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
-from latbench.exceptions import DeviceError, ExportError, UserInputError
+from latbench.exceptions import DeviceError, ExportError, OpProfileError, UserInputError
 
 __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "load_sweep_config",
            "plan_sweep", "default_config"]
@@ -107,13 +107,14 @@ class SweepSummary:
     layers_measured: int = 0
     layers_skipped: int = 0
     layers_failed: int = 0
+    layers_profiled: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"compress": 0.0, "export": 0.0,
                                                                "measure": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
                 "layers_measured": self.layers_measured, "layers_skipped": self.layers_skipped,
-                "layers_failed": self.layers_failed,
+                "layers_failed": self.layers_failed, "layers_profiled": self.layers_profiled,
                 "seconds": dict(self.seconds)}
 
 
@@ -301,6 +302,10 @@ def run_sweep(
             _workdir(workdir) as work, _frozen_heap():
         dev_id = store.add_device(dev.info())
         runtime = runtime_identity(dev, config.threads)
+        fmt = dev.capabilities.format
+        # Phones whose runner profiles operators give every layer's latency from one extra
+        # call per variant; layers a profile cannot map are measured alone at the end.
+        profiles = config.per_layer and dev.capabilities.op_profiles
 
         def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
             if progress is not None:
@@ -320,8 +325,9 @@ def run_sweep(
                         if pending is not None:
                             emit(*pending)
                             pending = None
-                        outcome = _sweep_variant(v, resolve, dev, store, dev_id, runtime, work,
-                                                 config, summary, layer_rows)
+                        outcome = _sweep_variant(v, resolve, dev, store, dev_id, runtime, fmt,
+                                                 profiles, work, config, summary,
+                                                 layer_rows)
                         pending = (i, f"{v.model} {v.label}", *outcome)
                 nets.clear()
                 _release_memory()
@@ -335,16 +341,19 @@ def run_sweep(
     return summary
 
 
-def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, work, config,
-                   summary: SweepSummary, layer_rows: dict) -> tuple[str, float | None, str | None]:
-    """Compress, export, measure and store one variant; its event's ``(status, median_ms, error)``."""
-    from latbench.bench.run import measure_artifact, spread_guard
-    from latbench.compress.export import export_onnx
+def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, fmt: str, profiles: bool,
+                   work, config, summary: SweepSummary, layer_rows: dict
+                   ) -> tuple[str, float | None, str | None]:
+    """Compress, export (in the device's format), measure, profile and store one variant; its
+    event's ``(status, median_ms, error)``."""
+    from latbench.bench.run import export_for, measure_artifact, spread_guard
     from latbench.compress.model import compress_model
     from latbench.data.features import layer_table
 
     key = v.key
-    if store.has_measurement(key, v.input_shape, dev.name, *runtime):
+    measured = store.has_measurement(key, v.input_shape, dev.name, *runtime, format=fmt)
+    to_profile = profiles and not store.has_op_profile(key, dev.name, *runtime, format=fmt)
+    if measured and not to_profile:
         summary.skipped += 1
         if config.per_layer:
             _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
@@ -358,7 +367,7 @@ def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, work, confi
         table = layer_table(net, v.input_shape)
         t1 = time.perf_counter()
         stage = "export"
-        artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+        artifact = export_for(dev, net, v.input_shape, work / key)
         t2 = time.perf_counter()
     except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
         summary.failed += 1
@@ -368,27 +377,38 @@ def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, work, confi
     summary.seconds["compress"] += t1 - t0
     summary.seconds["export"] += t2 - t1
     stage = "measure"
+    m = None
     try:
-        m = measure_artifact(
-            dev, artifact, threads=config.threads, warmup=config.warmup,
-            repeats=config.repeats,
-            sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
+        if not measured:
+            m = measure_artifact(
+                dev, artifact, threads=config.threads, warmup=config.warmup,
+                repeats=config.repeats,
+                sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
+            summary.seconds["measure"] += time.perf_counter() - t2
+            with store.transaction():
+                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                        method=v.method, content_hash=key)
+                store.add_measurement(vid, dev_id, m)
+        if to_profile:
+            stage = "profile"  # a lost device; unreadable profiles are "op_profile"
+            t3 = time.perf_counter()
+            _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, layer_rows)
+            summary.seconds["profile"] = summary.seconds.get("profile", 0.0) + \
+                time.perf_counter() - t3
     except DeviceError as exc:
         store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
                           content_hash=key, plan=v.plan)
         raise DeviceError(
-            f"{exc} — sweep stopped after {summary.measured} new measurements "
-            f"({summary.skipped} already stored); everything measured is kept, "
-            "rerun the same command to resume") from None
+            f"{exc} — sweep stopped after {summary.measured + (m is not None)} new "
+            f"measurements ({summary.skipped} already stored); everything measured is "
+            "kept, rerun the same command to resume") from None
     finally:
         artifact.path.unlink(missing_ok=True)
-    summary.seconds["measure"] += time.perf_counter() - t2
-    with store.transaction():
-        vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                method=v.method, content_hash=key)
-        store.add_measurement(vid, dev_id, m)
+    if m is None:  # measured before, profiled now
+        summary.skipped += 1
+        return "skipped", None, None
     summary.measured += 1
-    if config.per_layer:
+    if config.per_layer and not to_profile:
         _collect_layers(table, layer_rows)
     return "measured", m.median_ms, None
 
@@ -406,6 +426,53 @@ def _release_memory() -> None:
     except (OSError, AttributeError):  # not glibc
         return
     trim(0)
+
+
+def _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, layer_rows) -> None:
+    """Profile ``artifact`` on ``dev``, store the layers its profile times (source
+    ``op_profile:<variant key>``), and queue the rest to be measured alone."""
+    from latbench.artifact import read_tflite
+    from latbench.bench.profiles import map_profile
+    from latbench.data.features import layer_key
+    from latbench.measure.measurement import Measurement
+
+    spec = dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
+                         repeats=config.repeats)
+    try:
+        profile = dev.profile_ops(artifact, spec)
+    except OpProfileError as exc:
+        # The runner ran but gave no profile we read: the variant's layers are timed alone.
+        store.add_failure("op_profile", str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=v.key, plan=v.plan)
+        _collect_layers(table, layer_rows)
+        return
+    mapping = map_profile(profile, read_tflite(artifact.path), table)
+    for note in mapping.notes:
+        store.add_failure("op_profile", f"{v.model} {v.label}: {note}", device_id=dev_id,
+                          source_model=v.model, content_hash=v.key, plan=v.plan)
+    groups: dict[str, list] = {}
+    for t in mapping.layers.values():
+        groups.setdefault(layer_key(t.row), []).append(t)
+    source = f"op_profile:{v.key}"
+    with store.transaction():
+        for timings in groups.values():
+            m = Measurement(
+                spec=spec, samples_s=tuple(t.avg_s for t in timings),
+                info_before=profile.info_before or dev.info(),
+                info_after=profile.info_after or profile.info_before or dev.info(),
+                extra={"statistic": f"mean over {profile.runs} profiled runs, one sample per "
+                                    "layer of this configuration",
+                       "tool": profile.tool, "layers": [t.name for t in timings],
+                       "first_s": [t.first_s for t in timings],
+                       "tflite_nodes": [t.nodes for t in timings], **profile.extra})
+            store.add_layer_measurement(dev_id, timings[0].row, m, source=source)
+        if not groups:  # nothing mapped: still remember that the variant was profiled
+            store.add_failure("op_profile", f"{v.model} {v.label}: no layer of the profile "
+                              "could be mapped", device_id=dev_id, source_model=v.model,
+                              content_hash=v.key, plan=v.plan)
+    summary.layers_profiled += len(mapping.layers)
+    unmapped = set(mapping.unmapped)
+    _collect_layers(table[table["name"].isin(unmapped)], layer_rows)
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:
@@ -470,7 +537,7 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summa
         label = f"layer {row['op']} {row['in_channels']}→{row['out_channels']} " \
                 f"{row['kernel_h']}x{row['kernel_w']}/{row['stride_h']} g{row['groups']} " \
                 f"@{row['in_h']}x{row['in_w']}"
-        if store.has_layer_measurement(lkey, dev.name, *runtime):
+        if store.has_layer_measurement(lkey, dev.name, *runtime, format=dev.capabilities.format):
             summary.layers_skipped += 1
             emit(j, label, "skipped")
             continue

@@ -27,7 +27,9 @@ def compress_cmd(
     layers: str = typer.Option("*", "--layers", help="Glob over layer names, e.g. 'layer*.conv2'."),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="A plan JSON instead of --method/--rank."),
     input_shape: Optional[str] = typer.Option(None, "--input", help="Input shape, e.g. 1x3x224x224."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the variant as ONNX here."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write the variant here: .onnx (ONNX) or .tflite (TFLite, through "
+                            "litert-torch: pip install \"latbench[tflite]\")."),
     save: Optional[Path] = typer.Option(None, "--save", help="torch.save the compressed nn.Module here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and of randomised methods."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -68,10 +70,10 @@ def compress_cmd(
         torch.save(result.model, save)
         doc["saved"] = str(save)
     if out is not None:
-        from latbench.compress.export import export_onnx
+        from latbench.compress.export import export_model
 
-        art = export_onnx(result.model, shape, out)
-        doc["onnx"] = {"path": str(art.path), "sha256": art.sha256}
+        art = export_model(result.model, shape, out)
+        doc[art.format] = {"path": str(art.path), "sha256": art.sha256}
     if as_json:
         print_json(doc)
         return
@@ -103,9 +105,9 @@ def _print_table(doc: dict, model: str) -> None:
         console.print(f"{len(doc['skipped'])} matched layers left as they were "
                       f"(e.g. {doc['skipped'][0]['name'] or '(the model)'}: "
                       f"{doc['skipped'][0]['reason']})")
-    for key in ("onnx", "saved"):
+    for key in ("onnx", "tflite", "saved"):
         if key in doc:
-            console.print(f"wrote {doc[key]['path'] if key == 'onnx' else doc[key]}")
+            console.print(f"wrote {doc[key] if key == 'saved' else doc[key]['path']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -66,12 +66,11 @@ class _Meter:
         self.seconds = 0.0
 
     def __call__(self, net: nn.Module, name: str) -> float:
-        from latbench.compress.export import export_onnx
+        from latbench.bench.run import export_for, measure_artifact, spread_guard
 
         t0 = time.perf_counter()
-        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
+        art = export_for(self.device, net, self.shape, self.work / name)
         try:
-            from latbench.bench.run import measure_artifact, spread_guard
 
             return float(measure_artifact(
                 self.device, art, threads=self.threads, warmup=self.warmup, repeats=self.repeats,
