@@ -148,6 +148,9 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> 
                    pad_h=p[0], pad_w=p[1])
     elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         row.update(kernel_h=in_h, kernel_w=in_w)
+    elif callable(getattr(type(m), "count_macs", None)):
+        # A leaf that declares its work (compress.ron.SparseRows: a gather, then few MACs a row).
+        row.update(macs=int(m.count_macs(x, y)))
     return row
 
 

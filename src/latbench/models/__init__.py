@@ -5,6 +5,8 @@ Accepted spellings:
 * a torchvision classification model name (``resnet18``, ``vgg11``, ``mobilenet_v2``, ...),
   randomly initialised — nothing is downloaded;
 * ``nb201:<arch string>`` — the NAS-Bench-201 network (see :mod:`latbench.models.nb201`);
+* ``digits`` or ``digits:WIDTH`` — the small CNN of :mod:`latbench.models.digits`, trained
+  here (seeded, a few seconds) on scikit-learn's digits at 32×32, one input channel;
 * a path to a ``torch.save``-d ``nn.Module``.
 """
 
@@ -29,8 +31,24 @@ def torchvision_names() -> list[str]:
 
 
 def default_input_shape(spec: str) -> tuple[int, int, int, int]:
-    """The natural input shape for a MODEL spelling (NB201: 32×32, otherwise 224×224)."""
+    """The natural input shape for a MODEL spelling (NB201: 32×32, digits: 1×32×32, else 224×224)."""
+    if _is_digits(spec):
+        return (1, 1, 32, 32)
     return (1, 3, 32, 32) if spec.startswith("nb201:") else (1, 3, 224, 224)
+
+
+def _is_digits(spec: str) -> bool:
+    return spec == "digits" or spec.startswith("digits:")
+
+
+def _digits_model(spec: str, seed: int) -> nn.Module:
+    from latbench.models.digits import load_digits_data, train_digits_cnn
+
+    width_text = spec.partition(":")[2] or "16"
+    if not width_text.isdigit() or int(width_text) < 1:
+        raise UserInputError(f"bad model {spec!r}: write 'digits' or 'digits:WIDTH' with a positive "
+                             "int width (16 by default)")
+    return train_digits_cnn(load_digits_data(32, seed=0), width=int(width_text), epochs=4, seed=seed)
 
 
 def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
@@ -39,7 +57,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
     Parameters
     ----------
     spec : str or nn.Module
-        A torchvision model name, ``nb201:<arch>``, or a path to a saved module.
+        A torchvision model name, ``nb201:<arch>``, ``digits[:WIDTH]``, or a path to a saved
+        module.
         A module passes through unchanged.
     seed : int
         Seed of the random initialisation, so the same spec gives the same weights.
@@ -51,6 +70,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
     """
     if isinstance(spec, nn.Module):
         return spec
+    if _is_digits(spec):
+        return _digits_model(spec, seed)
     if spec.startswith("nb201:"):
         from latbench.models.nb201 import build_nb201
 
