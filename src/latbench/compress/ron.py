@@ -61,6 +61,8 @@ __all__ = ["RonStageReport", "RonResult", "ReducedOrderNet", "RonStage", "reduce
 
 #: Batch size of the calibration forward passes (memory, not results).
 _CALIB_BATCH = 128
+#: Singular values below this share of the largest count as no direction (float32 data).
+_SPAN_RTOL = 1e-6
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                         nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh,
@@ -778,12 +780,16 @@ def reduce_order(
         if r < ranks[j]:
             stage_notes.append(f"rank {ranks[j]} capped at the stage's {n_dim} values (exact)")
         u, s, _ = torch.linalg.svd(y.T, full_matrices=False)
+        span = int((s > _SPAN_RTOL * float(s[0])).sum()) if s.numel() and float(s[0]) > 0 else 0
+        if span == 0:
+            raise UserInputError(f"the calibration outputs of {g.label(m_node)!r} are all zero; "
+                                 "start the reduction after it or give other calibration data")
+        if r > span:  # dead units (ReLU) or too few samples: more rows would be noise
+            stage_notes.append(f"rank {r} capped at the {span} dimensions its calibration outputs span")
+            r = span
         energy = float((s * s).sum())
-        proj = math.sqrt(max(float((s[r:] ** 2).sum()), 0.0) / energy) if energy > 0 else 0.0
+        proj = math.sqrt(max(float((s[r:] ** 2).sum()), 0.0) / energy)
         v = u[:, :r]
-        if float(s[r - 1]) <= 1e-12 * float(s[0] if s.numel() else 1.0):
-            raise UserInputError(f"the calibration outputs of {g.label(m_node)!r} span fewer than "
-                                 f"{r} dimensions; lower the rank or add calibration samples")
         rows = torch.as_tensor(maxvol(v, tol=maxvol_tol))
         inv = torch.linalg.inv(v[rows])
         rec_mat = v @ inv  # (n, r): x ≈ rec_mat @ x[rows]
@@ -809,12 +815,13 @@ def reduce_order(
         stage = RonStage(src_idx, linears(weights, bias), nn.ModuleList(acts[:n_pre]),
                          nn.ModuleList(acts[n_pre:]), r, gather.shape[1])
         stages.append(stage)
+        replaced = replaced_modules(pre_node, chain)
         recon[m_node] = rec_mat
         source_index[m_node] = len(entries) + j
         sources_set.add(m_node)
         reports.append(RonStageReport(
             name=g.label(m_node), n=n_dim, rank=(r,), window=int(gather.shape[1]),
-            modules=replaced_modules(pre_node, chain),
+            modules=replaced,
             params_after=sum(p.numel() for p in stage.parameters()),
             projection_error=proj, deim_constant=deim, error_bound=deim * proj,
             interpolation_error=interp, propagated_error=float("nan"), notes=tuple(stage_notes)))
