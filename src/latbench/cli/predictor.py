@@ -8,7 +8,7 @@ import typer
 
 __all__ = ["register"]
 
-_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer"
+_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer, gcn"
 
 
 def train(
