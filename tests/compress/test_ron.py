@@ -213,15 +213,29 @@ def test_load_calibration_reads_tensors_safely_and_knows_the_digits(tmp_path):
         load_calibration("digits", (1, 3, 32, 32))
 
 
-def test_exported_reduced_network_runs_in_onnxruntime_and_on_the_simulated_device(tmp_path):
+def sparse_head_net() -> tuple[nn.Module, torch.Tensor, tuple[int, ...]]:
+    """A reduced DigitsCNN whose first stage reads a conv's rows sparsely (SparseRows)."""
+    torch.manual_seed(0)
+    net = DigitsCNN(width=2).eval()
+    x = calib(60, shape=(1, 16, 16))
+    model = reduce_order(net, 6, x, start="features.3*").model
+    assert isinstance(model.stages[0].linears[0], SparseRows)
+    return model, x, (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("which", ["residual", "sparse"])
+def test_exported_reduced_network_runs_in_onnxruntime_and_on_the_simulated_device(tmp_path, which):
     import onnxruntime as ort
 
     from latbench.compress.export import export_onnx
     from latbench.devices.simulated import SimulatedDevice
 
-    net, x = residual_net(), calib(100)
-    model = reduce_order(net, 6, x).model
-    art = export_onnx(model, (1, 1, 6, 6), tmp_path / "ron.onnx")
+    if which == "residual":
+        x, shape = calib(100), (1, 1, 6, 6)
+        model = reduce_order(residual_net(), 6, x).model
+    else:
+        model, x, shape = sparse_head_net()
+    art = export_onnx(model, shape, tmp_path / "ron.onnx")
     sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x[:1].numpy()})[0]
     np.testing.assert_allclose(got, model(x[:1]).detach().numpy(), atol=1e-5)
@@ -234,8 +248,7 @@ def test_exported_reduced_network_runs_in_onnxruntime_and_on_the_simulated_devic
 def test_reduced_network_converts_to_tflite_with_litert_torch(tmp_path):
     litert_torch = pytest.importorskip("litert_torch")
     interp_mod = pytest.importorskip("ai_edge_litert.interpreter")
-    net, x = residual_net(), calib(100)
-    model = reduce_order(net, 6, x).model
+    model, x, _ = sparse_head_net()
     litert_torch.convert(model, (x[:1],)).export(str(tmp_path / "ron.tflite"))
     it = interp_mod.Interpreter(model_path=str(tmp_path / "ron.tflite"))
     it.allocate_tensors()
