@@ -12,7 +12,8 @@ from torch import nn
 
 from latbench.compress.model import compress_model
 from latbench.compress.plan import Plan
-from latbench.compress.ron import ReducedOrderNet, SparseRows, load_calibration, reduce_order
+from latbench.compress.ron import (ReducedOrderNet, SparseRows, SpatialRows, load_calibration,
+                                   reduce_order)
 from latbench.data.features import layer_table
 from latbench.exceptions import UserInputError
 from latbench.models.digits import DigitsCNN
@@ -101,9 +102,11 @@ def test_tail_from_a_named_layer_keeps_the_head_and_reads_its_output_sparsely():
     first = res.model.stages[0].linears[0]
     # each of the 32 sampled outputs of the pool reads 4 positions × (4 channels × 3 × 3) inputs
     r0 = res.stages[0].rank[0]
-    assert isinstance(first, SparseRows) and tuple(first.index.shape) == (r0 * 4, 4 * 9)
+    # each pooled output reads 4 positions × a 3×3 window of the 4-channel input, channels as one block
+    assert isinstance(first, SpatialRows) and tuple(first.index.shape) == (r0 * 4, 9)
+    assert tuple(first.weight.shape) == (r0 * 4, 9, 4)
     table = layer_table(res.model, (1, 1, 16, 16))
-    assert int(table.loc[table["name"] == "stages.0.linears.0", "macs"].iloc[0]) == r0 * 4 * 4 * 9
+    assert int(table.loc[table["name"] == "stages.0.linears.0", "macs"].iloc[0]) == r0 * 4 * 9 * 4
     assert any(n.startswith("head.features.1") for n in table["name"])
 
 
@@ -176,7 +179,7 @@ def test_compress_model_reports_each_stage_with_its_errors():
     first = res.layers[0]
     assert first.method == "ron" and first.rank == (4,)
     assert first.macs_before == 2 * 36 * 9 and first.params_before == 2 * 9 + 2 + 4  # conv + BN
-    assert first.macs_after == 4 * 36  # 4 sampled outputs from the 6×6 input (dense: it is small)
+    assert first.macs_after == 4 * 9  # 4 sampled outputs, each a 3×3 window of the 1-channel input
     d = res.to_dict()["layers"][1]["details"]
     assert d["interpolation_error"] <= d["error_bound"] and d["window"] == 4
     with torch.no_grad():
@@ -214,13 +217,25 @@ def test_load_calibration_reads_tensors_safely_and_knows_the_digits(tmp_path):
 
 
 def sparse_head_net() -> tuple[nn.Module, torch.Tensor, tuple[int, ...]]:
-    """A reduced DigitsCNN whose first stage reads a conv's rows sparsely (SparseRows)."""
+    """A reduced DigitsCNN whose first stage reads a conv's rows by position (SpatialRows)."""
     torch.manual_seed(0)
     net = DigitsCNN(width=2).eval()
     x = calib(60, shape=(1, 16, 16))
     model = reduce_order(net, 6, x, start="features.3*").model
-    assert isinstance(model.stages[0].linears[0], SparseRows)
+    assert isinstance(model.stages[0].linears[0], SpatialRows)
     return model, x, (1, 1, 16, 16)
+
+
+def test_sparse_rows_of_a_flat_input_gather_single_values():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        net[0].weight[:, 5:] = 0.0  # every row reads 5 of the 256 inputs
+    x = torch.randn(50, 256)
+    model = reduce_order(net, 8, x).model
+    first = model.stages[0].linears[0]
+    assert isinstance(first, SparseRows) and tuple(first.index.shape) == (8, 5)
+    assert torch.allclose(model(x), net(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("which", ["residual", "sparse"])

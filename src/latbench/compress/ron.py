@@ -57,7 +57,7 @@ from torch import nn
 from latbench.exceptions import UserInputError
 
 __all__ = ["RonStageReport", "RonResult", "ReducedOrderNet", "RonStage", "reduce_order",
-           "as_calibration", "load_calibration", "ron_ranks", "SparseRows"]
+           "as_calibration", "load_calibration", "ron_ranks", "SparseRows", "SpatialRows"]
 
 #: Batch size of the calibration forward passes (memory, not results).
 _CALIB_BATCH = 128
@@ -186,8 +186,57 @@ class SparseRows(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def _rows_module(w: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    """A Linear, or :class:`SparseRows` where every row reads few of the inputs."""
+class SpatialRows(nn.Module):
+    """Rows of a local linear map of a ``(C, H, W)`` value, read position by position.
+
+    ``y[:, i] = Σ_{k, c} weight[i, k, c] · x[:, c, p_ik] (+ bias[i])`` over the ``K``
+    spatial positions ``p_ik`` row ``i`` reads (a convolution's window). The value is
+    turned channels-last and each position's ``C`` channels are gathered as one block —
+    ``rows × K`` block copies rather than ``rows × K × C`` single-element gathers, which
+    onnxruntime's ``Gather`` makes far slower. Padding reads an appended zero position.
+    """
+
+    def __init__(self, shape: Sequence[int], index: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.channels, self.positions = int(shape[0]), int(shape[1]) * int(shape[2])
+        self.register_buffer("index", index.long().contiguous())
+        self.weight = nn.Parameter(weight.float().contiguous(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.float().contiguous(), requires_grad=False)
+
+    def count_macs(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        """Multiply–accumulates of one call (read by :func:`latbench.data.features.layer_table`)."""
+        return int(y.numel() * self.index.shape[1] * self.channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cl = x.reshape(-1, self.channels, self.positions).transpose(1, 2)
+        cl = torch.cat([cl, torch.zeros_like(cl[:, :1])], dim=1)  # position P: zeros
+        y = (cl[:, self.index] * self.weight).sum(dim=(2, 3))
+        return y if self.bias is None else y + self.bias
+
+
+def _spatial_rows(w: torch.Tensor, bias: torch.Tensor | None, shape: Sequence[int]) -> nn.Module | None:
+    c, h, wd = (int(v) for v in shape)
+    per_pos = w.reshape(w.shape[0], c, h * wd)
+    used = (per_pos != 0).any(dim=1)  # (rows, positions)
+    k = int(used.sum(dim=1).max()) if w.numel() else 0
+    if h * wd <= 16 or not 0 < k <= (h * wd) // 4:
+        return None
+    order = torch.argsort((~used).to(torch.int8), dim=1, stable=True)[:, :k]  # used positions first
+    real = torch.gather(used, 1, order)
+    index = torch.where(real, order, torch.full_like(order, h * wd))
+    weight = torch.gather(per_pos.transpose(1, 2), 1, order[:, :, None].expand(-1, -1, c))
+    weight = torch.where(real[:, :, None], weight, torch.zeros_like(weight))
+    return SpatialRows(shape, index, weight, bias)
+
+
+def _rows_module(w: torch.Tensor, bias: torch.Tensor | None,
+                 in_shape: Sequence[int] | None = None) -> nn.Module:
+    """A Linear, or :class:`SpatialRows` / :class:`SparseRows` where every row reads few inputs."""
+    if in_shape is not None and len(in_shape) == 3:
+        spatial = _spatial_rows(w, bias, in_shape)
+        if spatial is not None:
+            return spatial
     nz = w != 0
     k = int(nz.sum(dim=1).max()) if w.numel() else 0
     if w.shape[1] > 64 and 0 < k <= w.shape[1] // 4:
@@ -753,11 +802,12 @@ def reduce_order(
             g.gm.float()
         return [source_index[s] for s in srcs], weights, bias
 
-    def linears(weights: list[torch.Tensor], bias: torch.Tensor) -> nn.ModuleList:
+    def linears(weights: list[torch.Tensor], bias: torch.Tensor, src: list[int]) -> nn.ModuleList:
         # Jacobian rows carry float64 round-off where a convolution reads nothing
         return nn.ModuleList(_rows_module(torch.where(w.abs() > 1e-12 * w.abs().max(), w, 0.0),
-                                          bias if i == 0 else None)
-                             for i, w in enumerate(weights))
+                                          bias if i == 0 else None,
+                                          shapes[entries[k]] if k < len(entries) else None)
+                             for i, (w, k) in enumerate(zip(weights, src)))
 
     def replaced_modules(target: Any, extra: Sequence[Any] = ()) -> tuple[str, ...]:
         anc = _ancestors(target, sources_set) + list(extra)
@@ -812,7 +862,7 @@ def reduce_order(
             raise UserInputError(f"{g.label(m_node)!r} does not depend on the network's input")
         acts = [_activation_module(g, c) for c in chain if kind[c] == "elementwise"]
         n_pre = sum(1 for c in chain[:pool_i] if kind[c] == "elementwise")
-        stage = RonStage(src_idx, linears(weights, bias), nn.ModuleList(acts[:n_pre]),
+        stage = RonStage(src_idx, linears(weights, bias, src_idx), nn.ModuleList(acts[:n_pre]),
                          nn.ModuleList(acts[n_pre:]), r, gather.shape[1])
         stages.append(stage)
         replaced = replaced_modules(pre_node, chain)
@@ -830,7 +880,7 @@ def reduce_order(
     out_node = g.output
     n_out = int(np.prod(shapes[out_node]))
     src_idx, weights, bias = affine_maps(out_node, torch.arange(n_out))
-    readout = linears(weights, bias)
+    readout = linears(weights, bias, src_idx)
     head = _head_module(g, entries)
     reduced = ReducedOrderNet(head, nn.ModuleList(stages), readout, src_idx, shapes[out_node]).eval()
     for p in reduced.parameters():
