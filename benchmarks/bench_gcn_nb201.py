@@ -40,19 +40,22 @@ def main() -> None:
     ap.add_argument("--kinds", default="gbm,gcn")
     ap.add_argument("--sizes", default="100,900")
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed+seeds−1")
     ap.add_argument("--gcn-steps", type=int, default=None, help="override gcn's max_steps")
     args = ap.parse_args()
     t0 = time.time()
     ds = load_dataset(args.db)
     kinds = args.kinds.split(",")
     params = {"gcn": {"max_steps": args.gcn_steps}} if args.gcn_steps else None
-    out: dict = {"date": "2026-11-30", "db": args.db, "seeds": args.seeds, "params": params,
+    out: dict = {"date": "2026-11-30", "db": args.db, "seeds": args.seeds, "first_seed": args.first_seed,
+                 "params": params,
                  "results": {}, "per_seed": {}, "seconds_per_device": {}}
     for dev in args.devices.split(","):
         t1 = time.time()
         data = device_data(ds, dev)
         curve = learning_curve(data, device=dev, kinds=kinds, sizes=[int(s) for s in args.sizes.split(",")],
-                               seeds=range(args.seeds), params=params)
+                               seeds=range(args.first_seed, args.first_seed + args.seeds),
+                               params=params)
         mean = curve.groupby(["kind", "n_train"]).mean(numeric_only=True).drop(columns=["seed", "n_test"])
         out["results"][dev] = {f"{k}@{n}": {m: round(float(v), 4) for m, v in row.items()}
                                for (k, n), row in mean.iterrows()}
