@@ -169,6 +169,8 @@ def test_compress_model_reports_each_stage_with_its_errors():
     net, x = residual_net(), calib(120)
     with pytest.raises(UserInputError, match="needs calibration data"):
         compress_model(net, Plan.uniform("ron", 4), input_shape=(1, 1, 6, 6))
+    with pytest.raises(UserInputError, match="input_shape is"):
+        compress_model(net, Plan.uniform("ron", 4), calibration=x)  # default 1×3×224×224
     two = Plan.from_dict({"layers": {"c1": {"method": "ron", "rank": 4},
                                      "fc": {"method": "svd", "rank": 2}}})
     with pytest.raises(UserInputError, match="only rule"):

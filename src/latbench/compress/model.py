@@ -302,6 +302,12 @@ def _compress_ron(model: nn.Module, plan: Plan, input_shape: Sequence[int],
     if unknown:
         raise UserInputError(f"unknown ron option(s) {sorted(unknown)}; ron takes maxvol_tol")
     shape = tuple(int(s) for s in input_shape)
+    from latbench.compress.ron import as_calibration
+
+    calibration = as_calibration(calibration)
+    if tuple(calibration.shape[1:]) != shape[1:]:
+        raise UserInputError(f"calibration samples have shape {tuple(calibration.shape[1:])} but "
+                             f"input_shape is {shape}; give the model's input shape")
     original = model.eval()
     res = reduce_order(original, rule.rank, calibration, start=rule.pattern, **dict(rule.options))
     table_before = layer_table(original, shape)
