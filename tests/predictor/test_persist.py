@@ -49,6 +49,7 @@ KIND_PARAMS = {
     "lut": {"table": _lut_table(X)},
     "gbm": {"n_estimators": 25},
     "gbm-layer": {"n_estimators": 25, "n_rounds": 2, "layer_latency": _lut_table(X[:5])},
+    "gcn": {"hidden": 8, "n_layers": 2, "max_steps": 30, "batch_size": 16},
 }
 
 #: More configurations whose state differs (fallback model, no ridge base, ...).

@@ -13,10 +13,13 @@ __all__ = ["register"]
 
 METHOD_HELP = ("Decomposition: svd (Linear, Conv1d/2d/3d), cur (Linear, 1x1 convs), tucker2 "
                "(Conv1d/2d/3d; re-compresses its own blocks, MUSCO), cp, cp3 or tt (Conv2d). "
-               "Depthwise and transposed convs are left as they are (listed as skipped).")
+               "Depthwise and transposed convs are left as they are (listed as skipped). "
+               "ron (Reduced-Order Network: the network from the first --layers match on, "
+               "needs --calibration).")
 RANK_HELP = ("Rank: an int (16), a tuple (16,32), a fraction of channels (0.5), "
              "a target parameter compression (ratio=3: the largest rank whose replacement keeps "
-             "at most 1/3 of the layer's parameters), or evbmf / evbmf:W.")
+             "at most 1/3 of the layer's parameters), or evbmf / evbmf:W. "
+             "ron: the subspace dimension of every stage (16) or one per stage (16,16,8).")
 
 
 def compress_cmd(
@@ -32,6 +35,10 @@ def compress_cmd(
                             "litert-torch: pip install \"latbench[tflite]\")."),
     save: Optional[Path] = typer.Option(None, "--save", help="torch.save the compressed nn.Module here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and of randomised methods."),
+    calibration: Optional[str] = typer.Option(
+        None, "--calibration",
+        help="Inputs from the model's data: a torch.save-d tensor (N, ...) file, or digits[:N]. "
+             "ron needs them; other methods measure the output error on them."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
@@ -53,8 +60,13 @@ def compress_cmd(
             raise UserInputError("give --method and --rank (or --plan PLAN.json); see bench compress --help")
         plan = Plan.uniform(method, parse_rank_spec(rank), layers)
     shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
+    calib = None
+    if calibration is not None:
+        from latbench.compress.ron import load_calibration
+
+        calib = load_calibration(calibration, shape)
     net = resolve_model(model, seed=seed, trust_file=trust_file)
-    result = compress_model(net, plan, input_shape=shape, seed=seed)
+    result = compress_model(net, plan, input_shape=shape, seed=seed, calibration=calib)
     if not result.layers:
         if result.skipped:
             name, why = result.skipped[0]
@@ -84,15 +96,24 @@ def _print_table(doc: dict, model: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{model}: {len(doc['layers'])} layers compressed")
-    for col in ("layer", "method", "rank", "params", "MACs", "rel. error"):
+    ron = any("error_bound" in r.get("details", {}) for r in doc["layers"])
+    cols = ["layer", "method", "rank", "params", "MACs", "rel. error"]
+    if ron:  # the stage's DEIM figures on the calibration data (see latbench.compress.ron)
+        cols += ["projection", "DEIM interp. ≤ bound"]
+    for col in cols:
         table.add_column(col, justify="left" if col in ("layer", "method") else "right")
     for r in doc["layers"]:
-        table.add_row(
+        row = [
             r["name"] or "(the model)", r["method"], "×".join(map(str, r["rank"])),
             f"{r['params_before']:,} → {r['params_after']:,}",
-            f"{r['macs_before'] / 1e6:,.1f}M → {r['macs_after'] / 1e6:,.1f}M",
+            f"{r['macs_before'] / 1e6:,.2f}M → {r['macs_after'] / 1e6:,.2f}M",
             f"{r['rel_error']:.4f}",
-        )
+        ]
+        if ron:
+            d = r.get("details", {})
+            row += ([f"{d['projection_error']:.4f}",
+                     f"{d['interpolation_error']:.4f} ≤ {d['error_bound']:.3f}"] if r["rank"] else ["", ""])
+        table.add_row(*row)
     console.print(table)
     console.print(
         f"params {doc['params_before']:,} → {doc['params_after']:,} "

@@ -10,7 +10,7 @@ from latbench.cli._common import TRUST_FILE_HELP
 
 __all__ = ["register"]
 
-_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer"
+_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer, gcn"
 
 
 def train(

@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+import numpy as np
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ __all__ = [
     "new_conv",
     "new_linear",
     "CONV_BY_DIM",
+    "maxvol",
 ]
 
 
@@ -301,3 +303,54 @@ def new_linear(like: nn.Linear, in_features: int, out_features: int, weight: tor
         if bias is not None:
             lin.bias.copy_(bias)
     return lin
+
+
+def maxvol(basis: Any, *, tol: float = 1.05, max_iters: int = 100) -> "np.ndarray":
+    """Rows of a tall matrix whose square submatrix has (locally) maximal volume.
+
+    The rows ``I`` make ``basis[I]`` a ``tol``-dominant submatrix: every entry of
+    ``basis @ inv(basis[I])`` is at most ``tol`` in modulus, so ``‖inv(basis[I])‖₂ ≤
+    sqrt(1 + tol² r (n − r))`` for an orthonormal ``basis`` (Goreinov, Oseledets,
+    Savostyanov, Tyrtyshnikov, Zamarashkin, "How to find a good submatrix", 2010). This is
+    the row selection of DEIM and of the Reduced-Order Network (:mod:`latbench.compress.ron`).
+    The swaps are ``teneva.maxvol``'s (a maintained implementation of that algorithm).
+
+    Parameters
+    ----------
+    basis : array-like, shape (n, r), n >= r
+        Full column rank.
+    tol : float
+        Dominance to stop at (>= 1; 1.05 is teneva's default).
+    max_iters : int
+        Most row swaps.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (r,)
+        Row indices, distinct.
+
+    Raises
+    ------
+    UserInputError
+        If ``basis`` is not a tall 2-D matrix of full column rank or ``tol < 1``.
+    """
+    import numpy as np
+    try:
+        import teneva
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise UserInputError('MaxVol needs teneva: pip install "teneva>=0.14"') from None
+
+    a = np.asarray(basis.detach().cpu().numpy() if isinstance(basis, torch.Tensor) else basis,
+                   dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < a.shape[1] or a.shape[1] < 1:
+        raise UserInputError(f"maxvol needs a tall n×r matrix with n >= r >= 1, got shape {a.shape}")
+    if not tol >= 1.0:
+        raise UserInputError(f"maxvol tolerance must be >= 1, got {tol}")
+    n, r = a.shape
+    if np.linalg.matrix_rank(a) < r:
+        raise UserInputError(f"maxvol needs a matrix of full column rank; this {n}×{r} one is "
+                             "rank-deficient")
+    if n == r:
+        return np.arange(n)
+    rows, _ = teneva.maxvol(a, e=float(tol), k=int(max_iters))
+    return np.asarray(rows, dtype=np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,11 +42,14 @@ class LayerReport:
     macs_after: int
     rel_error: float
     notes: tuple[str, ...] = ()
+    #: Method-specific figures (``ron``: the stage's errors, see :mod:`latbench.compress.ron`).
+    details: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rank"] = list(self.rank)
         d["notes"] = list(self.notes)
+        d["details"] = dict(self.details)
         return d
 
 
@@ -55,8 +58,9 @@ class CompressionResult:
     """A compressed copy of a model and the report of how it was made.
 
     ``output_rel_error`` is ``‖f(x) − g(x)‖ / ‖f(x)‖`` of the original ``f`` and the
-    compressed ``g`` on a seeded Gaussian probe batch ``x``; ``seconds`` is the wall time
-    of the decompositions alone.
+    compressed ``g`` on the calibration data when they were given (up to 64 samples; all of
+    them for ``ron``), else on a seeded Gaussian probe batch ``x``; ``seconds`` is the wall
+    time of the decompositions (for ``ron``: of the whole reduction).
     """
 
     model: nn.Module
@@ -176,6 +180,7 @@ def compress_model(
     input_shape: Sequence[int] = (1, 3, 224, 224),
     probe_batch: int = 2,
     seed: int = 0,
+    calibration: Any = None,
 ) -> CompressionResult:
     """Return a compressed copy of ``model`` and a per-layer report; ``model`` is untouched.
 
@@ -195,15 +200,24 @@ def compress_model(
         ``probe_batch`` for the probe).
     seed : int
         Seed of the probe input and of randomised methods (CUR).
+    calibration : Tensor (N, ...) or iterable of batches, optional
+        Inputs from the data the model will see. ``ron`` (Reduced-Order Network) needs
+        them: its plan is one rule whose pattern names the layer the reduced tail starts
+        at and whose rank is the subspace dimension (:func:`latbench.compress.ron.reduce_order`).
+        For the other methods they replace the Gaussian probe of ``output_rel_error``.
 
     Raises
     ------
     UserInputError
         For an unknown method, a bad rank, an exact layer name that matches no layer, an
-        exact layer name the method cannot decompose, or a model on the ``meta`` device
-        (it has no weights to decompose).
+        exact layer name the method cannot decompose, a model on the ``meta`` device
+        (it has no weights to decompose), ``ron`` without calibration data or beside other
+        rules, or calibration data that do not fit the model.
     """
     from latbench.data.features import layer_table, model_dtype_device
+
+    if RON in plan.methods:
+        return _compress_ron(model, plan, input_shape, calibration)
 
     for m in plan.methods:
         METHODS.get(m)  # unknown method → error with suggestions, before any work
@@ -249,8 +263,13 @@ def compress_model(
                     macs_b[n], macs_a[n], float(d.rel_error), tuple(d.notes))
         for n, d in decomps.items()
     )
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((probe_batch,) + shape[1:], generator=gen, dtype=torch.float64)
+    if calibration is not None:
+        from latbench.compress.ron import as_calibration
+
+        x = as_calibration(calibration)[:_CALIBRATION_PROBE]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((probe_batch,) + shape[1:], generator=gen, dtype=torch.float64)
     x = x.to(device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
     ref = _probe_output(original, x)
     out = _probe_output(model, x)
@@ -260,6 +279,65 @@ def compress_model(
         params_before=count_params(original), params_after=count_params(model),
         macs_before=int(table_before["macs"].sum()), macs_after=int(table_after["macs"].sum()),
         output_rel_error=out_err, seconds=seconds, skipped=tuple(skipped),
+    )
+
+
+RON = "ron"
+#: Calibration samples that probe ``output_rel_error`` of the per-layer methods.
+_CALIBRATION_PROBE = 64
+
+
+def _compress_ron(model: nn.Module, plan: Plan, input_shape: Sequence[int],
+                  calibration: Any) -> CompressionResult:
+    """``ron``: one rule, the tail from its pattern's first layer reduced (see :mod:`.ron`)."""
+    from latbench.compress.ron import reduce_order
+    from latbench.data.features import count_params, eval_mode, layer_table, rows_of
+
+    if len(plan.rules) != 1:
+        raise UserInputError("ron replaces a network's tail as a whole: give it as the plan's only "
+                             "rule (its layers pattern names where the tail starts)")
+    if calibration is None:
+        raise UserInputError("ron needs calibration data: compress_model(..., calibration=batches), "
+                             "or bench compress --calibration FILE.pt")
+    rule = plan.rules[0]
+    unknown = set(rule.options) - {"maxvol_tol"}
+    if unknown:
+        raise UserInputError(f"unknown ron option(s) {sorted(unknown)}; ron takes maxvol_tol")
+    shape = tuple(int(s) for s in input_shape)
+    from latbench.compress.ron import as_calibration
+
+    calibration = as_calibration(calibration)
+    if tuple(calibration.shape[1:]) != shape[1:]:
+        raise UserInputError(f"calibration samples have shape {tuple(calibration.shape[1:])} but "
+                             f"input_shape is {shape}; give the model's input shape")
+    original = model
+    with eval_mode(original):  # the caller's modes are left as they were
+        res = reduce_order(original, rule.rank, calibration, start=rule.pattern,
+                           **dict(rule.options))
+    table_before = layer_table(original, shape)
+    table_after = layer_table(res.model, shape)
+    modules = dict(original.named_modules())
+    reports = []
+    for j, st in enumerate(res.stages):
+        prefix = "readout" if st.name == "readout" else f"stages.{j}"
+        macs_b = sum(int(table_before.loc[rows_of(table_before, m), "macs"].sum()) for m in st.modules)
+        params_b = sum(p.numel() for m in st.modules for p in modules[m].parameters(recurse=False))
+        notes = tuple(st.notes)
+        if st.rank:
+            notes = (f"{st.n:,} values → {st.rank[0]} sampled"
+                     + (f" (max over {st.window}-position windows)" if st.window > 1 else ""),
+                     f"DEIM: interpolation error {st.interpolation_error:.4f} ≤ bound "
+                     f"{st.error_bound:.4f} = ‖(V_I)⁻¹‖₂ {st.deim_constant:.2f} × projection "
+                     f"error {st.projection_error:.4f}") + notes
+        reports.append(LayerReport(
+            st.name, RON, tuple(st.rank), params_b, st.params_after, macs_b,
+            int(table_after.loc[rows_of(table_after, prefix), "macs"].sum()), st.propagated_error,
+            notes, st.details()))
+    return CompressionResult(
+        model=res.model, plan=plan, input_shape=shape, layers=tuple(reports),
+        params_before=count_params(original), params_after=count_params(res.model),
+        macs_before=int(table_before["macs"].sum()), macs_after=int(table_after["macs"].sum()),
+        output_rel_error=res.stages[-1].propagated_error, seconds=res.seconds,
     )
 
 

@@ -208,6 +208,9 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> 
                    pad_h=p[0], pad_w=p[1])
     elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         row.update(kernel_h=in_h, kernel_w=in_w)
+    elif callable(getattr(type(m), "count_macs", None)):
+        # A leaf that declares its work (compress.ron.SparseRows: a gather, then few MACs a row).
+        row.update(macs=int(m.count_macs(x, y)))
     return row
 
 
@@ -532,7 +535,11 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else y
             if isinstance(y, torch.Tensor):
                 row = _row(_name, mod, x, y, _op)
-                row.update(macs=macs, uncounted=uncounted)
+                # A leaf that declares its own work (compress.ron's gathers: index ops the
+                # counter does not see, then a few MACs a row) is taken at its word.
+                declared = callable(getattr(type(mod), "count_macs", None))
+                row.update(macs=row["macs"] if declared else macs,
+                           uncounted="" if declared else uncounted)
                 mode.add_row(row, [t for t in inputs if isinstance(t, torch.Tensor)], output)
 
         handles.append(m.register_forward_pre_hook(enter))

@@ -5,9 +5,11 @@ Accepted spellings:
 * a torchvision classification model name (``resnet18``, ``vgg11``, ``mobilenet_v2``, ...),
   randomly initialised — nothing is downloaded;
 * ``nb201:<arch string>`` — the NAS-Bench-201 network (see :mod:`latbench.models.nb201`);
+* ``digits`` or ``digits:WIDTH`` — the small CNN of :mod:`latbench.models.digits`, trained
+  here (seeded, a few seconds) on scikit-learn's digits at 32×32, one input channel;
 * a path to a ``torch.save``-d ``nn.Module`` (read without running code from it unless
   ``trust_file``; see :mod:`latbench.models._files`);
-* ``NAME@PATH``: one of the first two with a saved state dict loaded into it.
+* ``NAME@PATH``: one of the first three with a saved state dict loaded into it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,24 @@ def torchvision_names() -> list[str]:
 
 
 def default_input_shape(spec: str) -> tuple[int, int, int, int]:
-    """The natural input shape for a MODEL spelling (NB201: 32×32, otherwise 224×224)."""
+    """The natural input shape for a MODEL spelling (NB201: 32×32, digits: 1×32×32, else 224×224)."""
+    if _is_digits(spec):
+        return (1, 1, 32, 32)
     return (1, 3, 32, 32) if spec.startswith("nb201:") else (1, 3, 224, 224)
+
+
+def _is_digits(spec: str) -> bool:
+    return spec == "digits" or spec.startswith("digits:")
+
+
+def _digits_model(spec: str, seed: int) -> nn.Module:
+    from latbench.models.digits import load_digits_data, train_digits_cnn
+
+    width_text = spec.partition(":")[2] or "16"
+    if not width_text.isdigit() or int(width_text) < 1:
+        raise UserInputError(f"bad model {spec!r}: write 'digits' or 'digits:WIDTH' with a positive "
+                             "int width (16 by default)")
+    return train_digits_cnn(load_digits_data(32, seed=0), width=int(width_text), epochs=4, seed=seed)
 
 
 def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = False) -> nn.Module:
@@ -41,7 +59,7 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = Fa
     Parameters
     ----------
     spec : str or nn.Module
-        A torchvision model name, ``nb201:<arch>``, a path to a ``torch.save``-d module, or
+        A torchvision model name, ``nb201:<arch>``, ``digits[:WIDTH]``, a path to a ``torch.save``-d module, or
         ``NAME@PATH``: the architecture ``NAME`` (either of the first two spellings) with
         the state dict saved at ``PATH`` (``torch.save(model.state_dict(), PATH)``; a
         checkpoint dict holding it under ``state_dict`` or ``model_state_dict`` also
@@ -69,6 +87,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = Fa
         name, _, weights = spec.partition("@")
         return _with_state_dict(resolve_model(name, seed=seed), spec, Path(weights).expanduser(),
                                 trust_file)
+    if _is_digits(spec):
+        return _digits_model(spec, seed)
     if spec.startswith("nb201:"):
         from latbench.models.nb201 import build_nb201
 
