@@ -22,6 +22,7 @@ import glob
 import hashlib
 import os
 import posixpath
+import re
 import select
 import shlex
 import socket
@@ -164,9 +165,12 @@ class Sandbox:
                         return f"rm: {a}: No such file or directory\n", 1
                 return "", 0
             if cmd == "ls":
-                for a in args:
-                    self._existing(a)
-                return "\n".join(args) + "\n", 0
+                out = []
+                for a in (a for a in args if not a.startswith("-")):
+                    p = self._existing(a)
+                    # a folder lists its entries one a line, as toybox ls does into a pipe
+                    out.extend(sorted(os.listdir(p)) if p.is_dir() else [a])
+                return "".join(f"{x}\n" for x in out), 0
             if cmd == "cat":
                 return "".join(self._existing(a).read_text() for a in args), 0
             if cmd == "sha256sum":
@@ -219,10 +223,12 @@ class Sandbox:
         return "".join(out), 0 if found else 1
 
     def _pkill(self, pattern: str) -> tuple[str, int]:
+        # pkill -f: an extended regex searched in the whole command line
         killed = 0
         with self._lock:
             for proc in self._procs:
-                if proc.poll() is None and any(pattern in str(a) for a in proc.args):
+                line = " ".join(str(a) for a in proc.args)
+                if proc.poll() is None and re.search(pattern, line):
                     proc.kill()
                     killed += 1
         return "", 0 if killed else 1
