@@ -91,6 +91,8 @@ class Sandbox:
         self.max_command_s = max_command_s
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        #: Every executed file: (start, end) on the monotonic clock, and its command line.
+        self.execs: list[tuple[float, float, str]] = []
 
     # -- paths ------------------------------------------------------------------------
     def host(self, remote: str) -> Path:
@@ -242,6 +244,7 @@ class Sandbox:
             return f"/system/bin/sh: {path}: can't execute: Permission denied\n", 126
         env = {"PATH": os.environ.get("PATH", ""), "FAKE_ADB_ROOT": str(self.root),
                "FAKE_ADB_ARGV0": path, **self.runner_env}
+        started = time.monotonic()
         proc = subprocess.Popen([sys.executable, str(p), *args], cwd=self.root, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._lock:
@@ -260,6 +263,7 @@ class Sandbox:
         finally:
             with self._lock:
                 self._procs.remove(proc)
+                self.execs.append((started, time.monotonic(), " ".join([path, *args])))
         rc = proc.returncode
         # A process killed by signal N exits with 128 + N in sh.
         return out.decode(errors="replace"), (128 - rc if rc < 0 else rc)

@@ -148,13 +148,13 @@ class OrtPerfTest(Runner):
               repeats: int) -> RunnerResult:
         summary = parsers.parse_ort_summary(outputs[0])
         runs = parsers.parse_ort_result_file(result_files[0] or "")
-        parsers.check_ort_result_units(runs, summary)
         # One call of warmup + repeats runs, all in the file and in the printed average.
         if len(runs) != warmup + repeats:
             raise parsers.RunnerOutputError(
                 f"the result file holds {len(runs)} runs for the {warmup + repeats} asked "
                 f"({warmup} warm-up + {repeats}): another run's results mixed in, or runs "
                 "missing")
+        parsers.check_ort_result_units(runs, summary)
         parsers.check_samples(runs, warmup + repeats, summary.get("average_s"))
         timed = runs[warmup:]
         if not timed:
