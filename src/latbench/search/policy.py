@@ -6,7 +6,8 @@ the policy judges every plan by its ratio to the original measured around it, an
 it in the search's **reference ms**, ``ratio × original at the start of the search``, the
 scale the budget and the controller work in. So:
 
-* a round measures its plan once, against the latest measurement of the original;
+* a round measures its plan right after the original (the original is measured again
+  unless the device's last measurement was of it): a back-to-back pair;
 * a round that lands far from its prediction (:data:`SURPRISE`) is as likely a change of the
   device as a bad prediction: the original is measured again before the controller acts on
   it, and the plan right after it. If the original moved (:data:`DRIFT`), the round is judged
@@ -14,11 +15,11 @@ scale the budget and the controller work in. So:
   median (load only ever adds time);
 * a plan just over the budget (a near miss, within the slack) is measured again and the
   lower median kept;
-* the original is measured again before the first round whenever the device did other work
-  since its last measurement (layers timed for the costs);
-* the final plan is verified back to back with the original (:data:`VERIFY_PAIRS` pairs in
-  alternating order); its speed-up is the median of the pairs' ratios of medians, and the
-  reported latency, speed-up and "met" come from that verification.
+* plans of the uniform baseline are measured the same way, each right after the original;
+* the final plan is verified back to back with the original, interleaved ``O C O C … O``
+  (:data:`VERIFY_PAIRS` plan measurements, each between two of the original); the plan's
+  ratio is the median over its measurements of its median over the mean of the two original
+  medians around it, and the reported latency, speed-up and "met" come from that verification.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ SURPRISE = 0.25
 #: medians of one model on a loaded CPU differ by up to ~5–8 % without any change of load.
 DRIFT = 0.10
 
-#: Back-to-back (original, plan) pairs of the final verification, in alternating order (OC, CO,
-#: OC, CO): the median of the pairs' ratios is unmoved by one step of the device's speed
-#: (at most one pair straddles it), and the alternation cancels a linear ramp.
+#: Measurements of the plan in the final verification, each between two of the original
+#: (``O C O C O C O C O``). Judging each against the mean of its two neighbours cancels a linear
+#: ramp of the device's speed, and the median over four is unmoved by one step of it (a step
+#: corrupts one of them); four keeps the verification at nine measurements.
 VERIFY_PAIRS = 4
 
 #: When the original's medians over the search spread by more than this share of the first,
@@ -85,20 +87,22 @@ class Window:
 class Verification:
     """The final plan measured back to back with the original.
 
-    ``pairs`` are ``(original ms, plan ms)`` medians in measurement order; ``speedup`` is the
-    median of ``original / plan`` over the pairs; ``original_ms`` the median of the original's
-    medians, and ``plan_ms = original_ms / speedup`` (so the three always agree).
+    ``originals`` and ``plans`` are medians (ms) in measurement order (``O C O … C O``);
+    ``speedup`` is ``1 / median_i(plan_i / mean(original_i, original_i+1))``;
+    ``original_ms`` the median of the original's medians, and ``plan_ms = original_ms /
+    speedup`` (so the three always agree).
     """
 
-    pairs: tuple[tuple[float, float], ...]
+    originals: tuple[float, ...]
+    plans: tuple[float, ...]
     speedup: float
     original_ms: float
     plan_ms: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pairs": [list(p) for p in self.pairs], "speedup": self.speedup,
-                "original_ms": self.original_ms, "measured_ms": self.plan_ms,
-                "order": "".join("OC" if i % 2 == 0 else "CO" for i in range(len(self.pairs)))}
+        return {"original_ms_each": list(self.originals), "measured_ms_each": list(self.plans),
+                "speedup": self.speedup, "original_ms": self.original_ms,
+                "measured_ms": self.plan_ms, "order": "O" + "CO" * len(self.plans)}
 
 
 class MeasurementPolicy:
@@ -118,7 +122,8 @@ class MeasurementPolicy:
     originals : list of float
         Every median of the original (ms), in measurement order.
     stale : bool
-        The device did other work since the original's last measurement.
+        The device's last measurement was not of the original (the next plan is preceded
+        by one). Set it when the device was used outside the policy.
     """
 
     def __init__(self, device: Any, shape: tuple[int, ...], work: Path, threads: int | None,
@@ -127,7 +132,7 @@ class MeasurementPolicy:
         self.threads, self.warmup, self.repeats = threads, warmup, repeats
         self.seconds = 0.0
         self.originals: list[float] = []
-        self.stale = False
+        self.stale = True
         self._original_net: nn.Module | None = None
 
     # ------------------------------------------------------------------ single measurements
@@ -143,6 +148,7 @@ class MeasurementPolicy:
         from latbench.compress.export import export_onnx
 
         t0 = time.perf_counter()
+        self.stale = True
         art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
         try:
             return float(measure_artifact(
@@ -203,25 +209,25 @@ class MeasurementPolicy:
         return w
 
     def measure_in_window(self, net: nn.Module, name: str, scale_to_ms: float) -> float:
-        """A plan's latency against the latest original, scaled to an original of
-        ``scale_to_ms`` (e.g. the verification's), in ms."""
+        """A plan's latency against the original measured right before it, scaled to an
+        original of ``scale_to_ms`` (e.g. the verification's), in ms."""
+        if self.stale:
+            self.original()
         return Window([self.measure(net, name)], [self.originals[-1]]).ratio * scale_to_ms
 
     # ------------------------------------------------------------------ verification
     def verify(self, net: nn.Module, name: str) -> Verification:
-        """Measure ``net`` back to back with the original, :data:`VERIFY_PAIRS` times."""
-        pairs = []
+        """Measure ``net`` interleaved with the original (``O C O … C O``, :data:`VERIFY_PAIRS`
+        of the plan)."""
+        originals = [self.original()]
+        plans = []
         for i in range(VERIFY_PAIRS):
-            if i % 2 == 0:
-                o = self.original()
-                c = self.measure(net, f"{name}-{i}")
-            else:
-                c = self.measure(net, f"{name}-{i}")
-                o = self.original()
-            pairs.append((o, c))
-        speedup = statistics.median(o / c for o, c in pairs)
-        original = statistics.median(o for o, _ in pairs)
-        return Verification(tuple(pairs), speedup, original, original / speedup)
+            plans.append(self.measure(net, f"{name}-{i}"))
+            originals.append(self.original())
+        ratio = statistics.median(c / ((originals[i] + originals[i + 1]) / 2.0)
+                                  for i, c in enumerate(plans))
+        original = statistics.median(originals)
+        return Verification(tuple(originals), tuple(plans), 1.0 / ratio, original, original * ratio)
 
     def drift(self) -> dict[str, Any]:
         """How much the original moved during the search (medians in ms; ``moved`` is

@@ -135,8 +135,56 @@ class Searcher:
     per-candidate costs (steps 2–3 of the module docstring) depend on the model, the device
     and the method/rank grid, not on the budget; they are done on the first :meth:`search`
     (or by :meth:`prepare`, to pay for them up front) and reused by every later one, so the
-    first search reports them in ``prepare_seconds``. Parameters are those of :func:`search`
-    that are not about one budget.
+    first search reports them in ``prepare_seconds``.
+
+    Parameters
+    ----------
+    model : str or nn.Module
+        A MODEL spec (see :func:`latbench.models.resolve_model`) or a module (not modified).
+    device : str or Device
+        Where the budget holds; plans are verified there.
+    input_shape : sequence of int, optional
+        Full input shape (batch 1); the MODEL spec's default otherwise.
+    predictor : fitted latency predictor, optional
+        Costs from its predictions (``predictor.predict(list of layer tables) -> ms``),
+        anchored to the original's measured latency. Refused if it records another device
+        or feature schema; set aside for layers measured on the device (with a note) if its
+        latencies go non-positive or its savings on the first measured plan are off beyond
+        :data:`~latbench.search.controller.PREDICTOR_MAX_FACTOR`.
+    store : latbench.data.store.Store, optional
+        Without a predictor, layers are measured alone on the device; a store supplies
+        earlier per-layer measurements and receives the new ones.
+    cost_model : optional
+        A ready cost model (``assign(slots, table) -> float``), e.g. a
+        :class:`~latbench.search.cost.MeasuredLayerCost` reused across searches; overrides
+        ``predictor`` and ``store``.
+    methods : sequence of str
+        Decomposition methods allowed (``tucker2``, ``cp``, ``svd``, ...).
+    fractions : sequence of float
+        Rank grid, as fractions of each layer's full rank.
+    calib : int or Tensor
+        Calibration batch size (seeded Gaussian inputs) or the batch itself (real data
+        gives better damage estimates).
+    fidelity_fn : callable, optional
+        ``fidelity_fn(model) -> float`` (higher is better, e.g. validation accuracy), used
+        to report and to rank verified plans; without it fidelity is
+        ``1 − relative output error`` on the calibration batch. The knapsack always
+        minimises the estimated output damage.
+    threads, warmup, repeats : int
+        Device measurement settings of every whole-model measurement.
+    seed : int
+        Seed of the model's weights (MODEL specs) and of the calibration batch.
+    devices_file : str or Path, optional
+        ``devices.toml`` to resolve a device name with.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Raises
+    ------
+    UserInputError
+        An unknown method, model or device.
+    PredictorError
+        A predictor made for another device or feature schema.
 
     Examples
     --------
@@ -333,10 +381,48 @@ class Searcher:
         front_points: int = 12,
         finetune: Callable[[nn.Module], nn.Module | None] | None = None,
     ) -> SearchResult:
-        """Search and verify one budget; see :func:`search` for the parameters and errors.
+        """Search and verify one budget.
 
         The original is measured again on every call, so the budget (``original /
         speedup``) follows the device as it is now.
+
+        Parameters
+        ----------
+        budget_ms, speedup : float
+            Exactly one: the latency budget in ms, or the wanted speed-up over the
+            original's measured latency. A budget in ms is judged at the device's speed
+            at the start of the search (each plan by its ratio to the original measured
+            around it), so a device whose speed drifts cannot move the goal.
+        max_rounds : int
+            Measured verification rounds at most.
+        slack : float
+            Accepted window is ``[(1 − slack)·budget, budget]``; a plan faster than that is
+            loosened and retried (within ``max_rounds``).
+        baseline : bool
+            Measure the uniform-rank plans around the final latency for the comparison.
+        front_points : int
+            Points of the Pareto front whose fidelity is evaluated for the report.
+        finetune : callable, optional
+            ``finetune(model) -> model or None``, applied to the final compressed model.
+
+        Returns
+        -------
+        SearchResult
+            ``met``, ``measured_ms`` and ``speedup`` from the final plan measured back to
+            back with the original. A budget not met still returns the fastest plan
+            (``met`` false, with a note).
+
+        Raises
+        ------
+        UserInputError
+            A bad budget, or a budget below the fastest reachable latency (the message
+            gives it), or a model none of whose layers the methods can decompose.
+        PredictorError
+            A predictor whose latencies go non-positive, on a device that cannot time
+            layers alone to replace it.
+        DeviceError
+            If the device fails; the rounds already verified are in the message and in the
+            exception's ``partial`` attribute (a dict).
         """
         _check_budget_args(budget_ms, speedup, max_rounds, slack)
         started, device_before = time.perf_counter(), self._device_seconds
@@ -369,8 +455,8 @@ class Searcher:
         on_device = self._device_seconds
         self.prepare()
         costs = self._judged_costs(run.original_ms, run)
-        # The device timed layers since the original was measured: its speed may have moved.
-        policy.stale = self._device_seconds > on_device
+        if self._device_seconds > on_device:
+            policy.stale = True  # the device timed layers since the original was measured
         return self._controller(costs, run)
 
     def _controller(self, costs: list[list[float]], run: _Run,
@@ -636,74 +722,24 @@ def search(
 ) -> SearchResult:
     """Choose per-layer methods and ranks that meet a latency budget on ``device``.
 
-    Parameters
-    ----------
-    model : str or nn.Module
-        A MODEL spec (see :func:`latbench.models.resolve_model`) or a module (not modified).
-    device : str or Device
-        Where the budget holds; plans are verified there.
-    budget_ms, speedup : float
-        Exactly one: the latency budget in ms, or the wanted speed-up over the original's
-        measured latency.
-    input_shape : sequence of int, optional
-        Full input shape (batch 1); the MODEL spec's default otherwise.
-    predictor : fitted latency predictor, optional
-        Costs from its predictions (``predictor.predict(list of layer tables) -> ms``),
-        scaled to the original's measured latency. Refused if it records another device
-        or feature schema.
-    store : latbench.data.store.Store, optional
-        Without a predictor, layers are measured alone on the device; a store supplies
-        earlier per-layer measurements and receives the new ones.
-    cost_model : optional
-        A ready cost model (``assign(slots, table) -> float``), e.g. a
-        :class:`~latbench.search.cost.MeasuredLayerCost` reused across searches; overrides
-        ``predictor`` and ``store``.
-    methods : sequence of str
-        Decomposition methods allowed (``tucker2``, ``cp``, ``svd``, ...).
-    fractions : sequence of float
-        Rank grid, as fractions of each layer's full rank.
-    calib : int or Tensor
-        Calibration batch size (seeded Gaussian inputs) or the batch itself (real data
-        gives better damage estimates).
-    fidelity_fn : callable, optional
-        ``fidelity_fn(model) -> float`` (higher is better, e.g. validation accuracy), used
-        to report and to rank verified plans; without it fidelity is
-        ``1 − relative output error`` on the calibration batch. The knapsack always
-        minimises the estimated output damage.
-    finetune : callable, optional
-        ``finetune(model) -> model or None``, applied to the final compressed model.
-    max_rounds : int
-        Measured verification rounds at most.
-    slack : float
-        Accepted window is ``[(1 − slack)·budget, budget]``; a plan faster than that is
-        loosened and retried (within ``max_rounds``).
-    baseline : bool
-        Measure the uniform-rank plans around the final latency for the comparison.
-    front_points : int
-        Points of the Pareto front whose fidelity is evaluated for the report.
-    threads, warmup, repeats : int
-        Device measurement settings of every whole-model measurement.
-    progress : callable, optional
-        ``progress(stage, done, total)``.
+    A one-budget :class:`Searcher`: the parameters are those of :class:`Searcher` (the
+    model, device, costs, rank grid, fidelity and measurement settings) and of
+    :meth:`Searcher.search` (the budget, rounds, slack, baseline, front and fine-tuning).
 
     Returns
     -------
     SearchResult
 
-    See Also
-    --------
-    Searcher : the same search prepared once and asked for several budgets.
-
     Raises
     ------
     UserInputError
-        A bad budget, or a budget below the fastest reachable latency (the message gives
-        it), or a model none of whose layers the methods can decompose.
+        A bad budget (checked before the model is built), a budget below the fastest
+        reachable latency, or a model none of whose layers the methods can decompose.
     PredictorError
-        A predictor made for another device or feature schema.
+        A predictor made for another device or feature schema, or one that must be set
+        aside on a device that cannot time layers alone.
     DeviceError
-        If the device fails; the rounds already verified are in the message and in the
-        exception's ``partial`` attribute (a dict).
+        If the device fails (the rounds so far in its ``partial`` attribute).
     """
     _check_budget_args(budget_ms, speedup, max_rounds, slack)  # before the model is built
     searcher = Searcher(model, device, input_shape=input_shape, predictor=predictor, store=store,
