@@ -78,7 +78,7 @@ def fidelity_check(fidelity: float, original_fidelity: float, front: Sequence[di
     else:
         fits = [u["fidelity"] for u in uniform if u["predicted_ms"] <= budget_ms]
         if fits:
-            eq, source = max(fits), "predicted within the budget"
+            eq, source = max(fits), "predicted within the budget, not measured"
     worse_uniform = eq is not None and fidelity < eq
     notes = []
     if worse_front:

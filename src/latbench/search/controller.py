@@ -179,6 +179,15 @@ class BudgetController:
             target_ms = self.predict(choices)
         return self._advance(target_ms, measured_ms)
 
+    def correct(self, choices: Sequence[int], measured_ms: float) -> None:
+        """A measured plan's latency was measured again more reliably (back to back with the
+        original): take that value, as the latest measurement, and correct the next step."""
+        key = tuple(choices)
+        self.measured.pop(key, None)
+        self.measured[key] = float(measured_ms)
+        self._rebase()
+        self._advance(self.predict(key), measured_ms)
+
     def _record(self, target_ms: float, choices: Sequence[int], measured_ms: float) -> None:
         self.measured[tuple(choices)] = float(measured_ms)
         self.history.append((float(target_ms), float(measured_ms)))

@@ -113,7 +113,12 @@ class _Run:
     original_ms: float = math.nan
     rounds: list[Round] = field(default_factory=list)
     plans: dict[tuple[int, ...], Round] = field(default_factory=dict)
+    verified: dict[tuple[int, ...], Verification] = field(default_factory=dict)
+    savings_checked: bool = False
     cost_check: CostVerdict | None = None
+
+    def choices(self, rnd: Round) -> tuple[int, ...]:
+        return next(c for c, r in self.plans.items() if r is rnd)
 
     def partial_error(self, exc: DeviceError) -> DeviceError:
         """``exc`` with the rounds so far in its message and ``partial`` attribute."""
@@ -433,8 +438,7 @@ class Searcher:
                                        self.warmup, self.repeats)
             try:
                 ctl = self._start(policy, run, budget_ms, speedup)
-                ctl = self._run_rounds(ctl, policy, run)
-                final, ver = self._choose_final(policy, run)
+                ctl, final, ver = self._search_and_verify(ctl, policy, run)
                 comparisons = self._compare(ctl, policy, run, final, ver, baseline, front_points)
                 result = self._assemble(policy, run, final, ver, comparisons, finetune,
                                         budget_ms, speedup)
@@ -457,7 +461,10 @@ class Searcher:
         costs = self._judged_costs(run.original_ms, run)
         if self._device_seconds > on_device:
             policy.stale = True  # the device timed layers since the original was measured
-        return self._controller(costs, run)
+        ctl = self._controller(costs, run)
+        if ctl.needs_fastest_probe:
+            self._probe_fastest(ctl, policy, run)
+        return ctl
 
     def _controller(self, costs: list[list[float]], run: _Run,
                     measured: Sequence[tuple[Sequence[int], float]] = ()) -> BudgetController:
@@ -471,35 +478,44 @@ class Searcher:
     def _run_rounds(self, ctl: BudgetController, policy: MeasurementPolicy,
                     run: _Run) -> BudgetController:
         """Measure plans until one lands in the window or the rounds run out; returns the
-        controller (a new one if the predictor was set aside on the way).
-
-        Raises
-        ------
-        UserInputError
-            If even the fastest plan misses the budget, as predicted and as measured.
-        """
-        if ctl.needs_fastest_probe:
-            self._probe_fastest(ctl, policy, run)
-        solves, checked = 0, False
+        controller (a new one if the predictor was set aside on the way)."""
+        solves = 0
         while len(run.rounds) < run.max_rounds and solves < SOLVES_PER_ROUND * run.max_rounds:
             solves += 1
             target = ctl.next_target()
             choices, rnd, new = self._measure_plan(ctl, target, policy, run)
-            step = ctl.observe(target, choices, rnd.judged_ms)
+            step = ctl.observe(target, choices, self._known_ms(choices, policy, run))
             if step.done:
                 if step.reason == "fastest over budget":
                     run.notes.append("even the fastest plan the grid allows is over the budget on "
                                      "the device")
                 break
-            if new and not checked:
-                checked = True
+            if new and not run.savings_checked:
+                run.savings_checked = True
                 if self._disagrees(run, rnd):
                     ctl = self._recalibrate_costs(ctl, policy, run, rnd)
+        return ctl
+
+    def _search_and_verify(self, ctl: BudgetController, policy: MeasurementPolicy,
+                           run: _Run) -> tuple[BudgetController, Round, Verification]:
+        """Rounds, then the back-to-back verification; a plan that fails it while rounds are
+        left teaches the controller its verified latency, and the rounds go on."""
+        ctl = self._run_rounds(ctl, policy, run)
+        while (chosen := self._choose_final(policy, run)) is None:
+            for choices, v in run.verified.items():
+                ctl.correct(choices, policy.reference_ms / v.speedup)
+            ctl = self._run_rounds(ctl, policy, run)
         if ctl.scales is not None:
             run.notes.append("costs rescaled per layer kind from the measured plans (after round "
                              f"{ctl.scales_after}): " + ", ".join(
                                  f"{k} ×{v:.3g}" for k, v in sorted(ctl.scales.items())))
-        return ctl
+        return ctl, chosen[0], chosen[1]
+
+    @staticmethod
+    def _known_ms(choices: tuple[int, ...], policy: MeasurementPolicy, run: _Run) -> float:
+        """A plan's latency in reference ms: verified back to back if it was, else its round's."""
+        ver = run.verified.get(choices)
+        return policy.reference_ms / ver.speedup if ver else run.plans[choices].judged_ms
 
     def _probe_fastest(self, ctl: BudgetController, policy: MeasurementPolicy, run: _Run) -> None:
         """The prediction says no plan is fast enough: ask the device before refusing."""
@@ -576,32 +592,36 @@ class Searcher:
         return self._controller(costs, run, [(c, r.judged_ms) for c, r in run.plans.items()])
 
     # ------------------------------------------------------------------ the final plan
-    def _choose_final(self, policy: MeasurementPolicy, run: _Run) -> tuple[Round, Verification]:
+    def _choose_final(self, policy: MeasurementPolicy,
+                      run: _Run) -> tuple[Round, Verification] | None:
         """The round whose plan is reported, and its back-to-back verification.
 
-        Met plans are verified best fidelity first (at most :data:`MAX_VERIFICATIONS`, each
-        faster than the last that failed); the first that holds the budget is the result.
-        Without one, the fastest plan measured is verified and reported.
+        Met plans are verified best fidelity first, at most :data:`MAX_VERIFICATIONS` in all;
+        the first that holds the budget is the result. One that fails while rounds are left
+        returns ``None`` (search on); with no rounds left, the next faster met plan is tried.
+        Without one that holds, the fastest plan is reported (verified).
         """
-        tried: list[tuple[Round, Verification]] = []
-        met = sorted((r for r in run.rounds if r.met), key=lambda r: (r.fidelity, r.measured_ms),
-                     reverse=True)
+        met = sorted((r for r in run.rounds if r.met and run.choices(r) not in run.verified),
+                     key=lambda r: (r.fidelity, r.measured_ms), reverse=True)
+        failed = [run.plans[c].judged_ms for c in run.verified]
         for rnd in met:
-            if len(tried) >= MAX_VERIFICATIONS:
+            if len(run.verified) >= MAX_VERIFICATIONS:
                 break
-            if tried and rnd.judged_ms >= tried[-1][0].judged_ms:
+            if failed and rnd.judged_ms >= min(failed):
                 continue  # only a faster plan can hold where that one failed
             ver = self._verify(rnd, policy, run)
-            tried.append((rnd, ver))
             if self._verified_met(ver, policy, run):
                 return rnd, ver
+            failed.append(rnd.judged_ms)
             run.notes.append(
                 f"round {rnd.index}'s plan measured {rnd.judged_ms:.4g} ms in its round, but "
                 f"{policy.reference_ms / ver.speedup:.4g} ms back to back with the original "
                 f"(speed-up {ver.speedup:.3g}): over the budget")
-        fastest = min(run.rounds, key=lambda r: r.judged_ms)
-        ver = next((v for r, v in tried if r is fastest), None) or self._verify(fastest, policy, run)
-        if not met:
+            if len(run.rounds) < run.max_rounds:
+                return None
+        fastest = min(run.rounds, key=lambda r: self._known_ms(run.choices(r), policy, run))
+        ver = run.verified.get(run.choices(fastest)) or self._verify(fastest, policy, run)
+        if not any(r.met for r in run.rounds):
             run.notes.append(f"no plan met the budget in {len(run.rounds)} round(s); the fastest "
                              "one is reported")
         elif not self._verified_met(ver, policy, run):
@@ -612,10 +632,11 @@ class Searcher:
     def _verify(self, rnd: Round, policy: MeasurementPolicy, run: _Run) -> Verification:
         prep = self._prepared
         assert prep is not None
-        choices = next(c for c, r in run.plans.items() if r is rnd)
+        choices = run.choices(rnd)
         self.say("verify back to back", 0, 1)
         ver = policy.verify(assemble(self.net, prep.slots, choices), f"verify{rnd.index}")
         self.say("verify back to back", 1, 1)
+        run.verified[choices] = ver
         return ver
 
     @staticmethod
@@ -664,8 +685,7 @@ class Searcher:
                           measured_ms=ver.plan_ms)
         if note:
             run.notes.append(note)
-        model = assemble(self.net, prep.slots, next(c for c, r in run.plans.items() if r is final),
-                         fresh=True)
+        model = assemble(self.net, prep.slots, run.choices(final), fresh=True)
         fid, err, before = final.fidelity, final.output_rel_error, None
         if finetune is not None:
             before = final.fidelity
