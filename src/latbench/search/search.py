@@ -366,14 +366,6 @@ class Searcher:
         run.notes.append(note)
         self._assign_costs(self._measured_costs())
 
-    def _disagrees(self, run: _Run, rnd: Round) -> bool:
-        """The first measured plan's saving is off from the prediction's beyond
-        :data:`~latbench.search.controller.PREDICTOR_MAX_FACTOR` (or of the other sign)."""
-        if getattr(self._cost_model, "measures_on_device", True):
-            return False
-        f = savings_factor(run.original_ms, rnd.predicted_ms, rnd.judged_ms)
-        return f is not None and (f <= 0 or max(f, 1.0 / f) > PREDICTOR_MAX_FACTOR)
-
     # ------------------------------------------------------------------ one budget
     def search(
         self,
@@ -463,7 +455,7 @@ class Searcher:
             policy.stale = True  # the device timed layers since the original was measured
         ctl = self._controller(costs, run)
         if ctl.needs_fastest_probe:
-            self._probe_fastest(ctl, policy, run)
+            ctl = self._probe_fastest(ctl, policy, run)
         return ctl
 
     def _controller(self, costs: list[list[float]], run: _Run,
@@ -490,10 +482,22 @@ class Searcher:
                     run.notes.append("even the fastest plan the grid allows is over the budget on "
                                      "the device")
                 break
-            if new and not run.savings_checked:
-                run.savings_checked = True
-                if self._disagrees(run, rnd):
-                    ctl = self._recalibrate_costs(ctl, policy, run, rnd)
+            if new:
+                ctl = self._check_savings(ctl, policy, run, rnd)
+        return ctl
+
+    def _check_savings(self, ctl: BudgetController, policy: MeasurementPolicy, run: _Run,
+                       rnd: Round) -> BudgetController:
+        """On the first plan with a telling predicted saving, a predictor whose saving is off
+        beyond the factor is recalibrated or set aside (see :meth:`_recalibrate_costs`)."""
+        if run.savings_checked or getattr(self._cost_model, "measures_on_device", True):
+            return ctl
+        f = savings_factor(run.original_ms, rnd.predicted_ms, rnd.judged_ms)
+        if f is None:
+            return ctl
+        run.savings_checked = True
+        if f <= 0 or max(f, 1.0 / f) > PREDICTOR_MAX_FACTOR:
+            return self._recalibrate_costs(ctl, policy, run, rnd)
         return ctl
 
     def _search_and_verify(self, ctl: BudgetController, policy: MeasurementPolicy,
@@ -517,8 +521,15 @@ class Searcher:
         ver = run.verified.get(choices)
         return policy.reference_ms / ver.speedup if ver else run.plans[choices].judged_ms
 
-    def _probe_fastest(self, ctl: BudgetController, policy: MeasurementPolicy, run: _Run) -> None:
-        """The prediction says no plan is fast enough: ask the device before refusing."""
+    def _probe_fastest(self, ctl: BudgetController, policy: MeasurementPolicy,
+                       run: _Run) -> BudgetController:
+        """The prediction says no plan is fast enough: ask the device before refusing.
+
+        Raises
+        ------
+        UserInputError
+            If even the fastest plan misses the budget, as predicted and as measured.
+        """
         fastest = ctl.fastest
         choices, rnd, _ = self._measure_plan(ctl, fastest, policy, run)
         if not ctl.observe_fastest(choices, rnd.judged_ms):
@@ -530,6 +541,7 @@ class Searcher:
                 "lower ranks")
         run.notes.append(f"the prediction put the fastest plan at {fastest:.4g} ms; the device "
                          f"measured {rnd.judged_ms:.4g} ms, so the budget was searched")
+        return self._check_savings(ctl, policy, run, rnd)
 
     def _measure_plan(self, ctl: BudgetController, target: float, policy: MeasurementPolicy,
                       run: _Run) -> tuple[tuple[int, ...], Round, bool]:
