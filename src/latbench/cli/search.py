@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -38,14 +39,13 @@ def search_cmd(
 ) -> None:
     """Search per-layer decompositions that meet a latency budget with the least damage.
 
-    Every plan is measured right after the original, and the final one back to back with it
-    (interleaved), so the reported latency, speed-up and "met" hold even when the device's
-    speed drifts during the search.
+    Each plan is measured right after the original, the final one back to back with it.
 
-    Exit status: 0 budget met; 6 budget not met (the fastest plan found is still printed and,
-    with --out, written); 2 bad input or a budget below the fastest reachable latency;
-    3 device failure (with --out, what is known goes to search-partial.json); 5 an unusable
-    predictor.
+    Reported latency, speed-up and "met" come from that verification (they hold when the device drifts).
+
+    Exit status: 0 met; 6 budget not met (the fastest plan is still printed and written to --out).
+
+    Errors: 2 bad input or a budget below the fastest reachable latency; 3 device failure; 5 unusable predictor.
     """
     from latbench.devices.registry import get_device
     from latbench.exceptions import DeviceError, UserInputError
@@ -115,33 +115,35 @@ def search_cmd(
     if not result.met:
         where = f" and written to {out}/" if out is not None else ""
         err_console.print(f"budget not met: the fastest plan found is reported{where} "
-                          f"(exit status {EXIT_BUDGET_NOT_MET})", markup=False, highlight=False)
+                          f"(exit status {EXIT_BUDGET_NOT_MET})", markup=False, highlight=False,
+                          soft_wrap=True)
         raise typer.Exit(code=EXIT_BUDGET_NOT_MET)
 
 
 def _print_result(model: str, device: str, result, out: Optional[Path]) -> None:
-    console.print(
+    say = partial(console.print, soft_wrap=True)
+    say(
         f"{model} on {device}: budget {result.budget_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
         f"({'met' if result.met else 'NOT met'}), original {result.original_ms:.3f} ms, speed-up "
         f"{result.speedup:.2f}x (verified back to back), {len(result.rounds)} round(s), "
         f"fidelity {result.fidelity:.4f}")
     drift = result.original_drift or {}
     if drift.get("moved", 0.0) > 0.1:
-        console.print(f"the original moved {drift['min_ms']:.3f}–{drift['max_ms']:.3f} ms during "
-                      f"the search ({drift['moved']:.0%} of its first {drift['first_ms']:.3f} ms)")
+        say(f"the original moved {drift['min_ms']:.3f}–{drift['max_ms']:.3f} ms during "
+            f"the search ({drift['moved']:.0%} of its first {drift['first_ms']:.3f} ms)")
     if result.baseline:
         b = result.baseline
         eq = b.get("fidelity_at_equal_latency")
-        console.print(f"uniform {b['method']}: fidelity {eq:.4f} at the same measured latency" if eq
-                      is not None else f"uniform {b['method']}@{b['fraction']:g}: measured "
-                      f"{b['measured_ms']:.3f} ms, fidelity {b['fidelity']:.4f}")
+        say(f"uniform {b['method']}: fidelity {eq:.4f} at the same measured latency" if eq
+            is not None else f"uniform {b['method']}@{b['fraction']:g}: measured "
+            f"{b['measured_ms']:.3f} ms, fidelity {b['fidelity']:.4f}")
     for r in result.rounds:
-        console.print(f"  round {r.index}: predicted budget {r.target_ms:.3f} ms, predicted "
-                      f"{r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms against the "
-                      f"original's {r.original_ms:.3f} ms ({'met' if r.met else 'over'}), "
-                      f"fidelity {r.fidelity:.4f}")
+        say(f"  round {r.index}: predicted budget {r.target_ms:.3f} ms, predicted "
+            f"{r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms against the "
+            f"original's {r.original_ms:.3f} ms ({'met' if r.met else 'over'}), "
+            f"fidelity {r.fidelity:.4f}")
     if out is not None:
-        console.print(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
+        say(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
 
 
 def register(app: typer.Typer) -> None:

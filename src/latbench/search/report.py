@@ -17,11 +17,16 @@ __all__ = ["write_search_outputs"]
 
 
 def _pareto_png(result: SearchResult, path: Path) -> None:
+    """Latency against fidelity, every latency at the device's speed when the search started
+    (predictions are on that scale; measurements are scaled by the original around them), so
+    a device that drifted during the search does not shift the markers off the lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    start = result.original_ms_start or result.original_ms
+    to_start = start / result.original_ms  # verification window -> start of the search
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     if result.front:
         pts = sorted(result.front, key=lambda p: p["predicted_ms"])
@@ -31,19 +36,20 @@ def _pareto_png(result: SearchResult, path: Path) -> None:
         pts = sorted((u for u in result.uniform if u["method"] == m), key=lambda u: u["predicted_ms"])
         ax.plot([u["predicted_ms"] for u in pts], [u["fidelity"] for u in pts], "--s", ms=3,
                 alpha=0.7, label=f"uniform {m} (predicted latency)")
-    ax.axvline(result.budget_ms, color="red", lw=1, label="budget")
-    ax.axvline(result.original_ms, color="grey", lw=1, ls=":", label="original")
+    ax.axvline(result.budget_ms * to_start, color="red", lw=1, label="budget")
+    ax.axvline(start, color="grey", lw=1, ls=":", label="original")
     for r in result.rounds:
-        ax.scatter([r.measured_ms], [r.fidelity], marker="x", color="black", zorder=5)
-        ax.annotate(f"round {r.index}", (r.measured_ms, r.fidelity), fontsize=7,
+        x = r.judged_ms if r.judged_ms == r.judged_ms else r.measured_ms  # NaN: an old result
+        ax.scatter([x], [r.fidelity], marker="x", color="black", zorder=5)
+        ax.annotate(f"round {r.index}", (x, r.fidelity), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.scatter([result.measured_ms], [_final_fid(result)], marker="*", s=120, color="tab:red",
-               zorder=6, label="final plan, verified back to back")
+    ax.scatter([result.measured_ms * to_start], [_final_fid(result)], marker="*", s=120,
+               color="tab:red", zorder=6, label="final plan, verified back to back")
     if result.baseline:
         b = result.baseline["measured"]
-        ax.scatter([d["measured_ms"] for d in b], [d["fidelity"] for d in b], marker="D",
-                   color="tab:orange", zorder=5, label="uniform, measured")
-    ax.set_xlabel("latency (ms): lines predicted, markers measured")
+        ax.scatter([d["measured_ms"] * to_start for d in b], [d["fidelity"] for d in b],
+                   marker="D", color="tab:orange", zorder=5, label="uniform, measured")
+    ax.set_xlabel("latency, ms at the start's speed (lines predicted, markers measured)")
     ax.set_ylabel(f"fidelity ({result.fidelity_name})")
     ax.set_title(f"{result.model_name} on {result.device}: latency vs fidelity")
     ax.legend(fontsize=7)
@@ -99,8 +105,8 @@ def _verification(result: SearchResult) -> _Section | None:
     v = result.verification
     if not v:
         return None
-    rows = [[str(i + 1), _f(o), _f(c) if i < len(v["measured_ms_each"]) else ""]
-            for i, (o, c) in enumerate(zip(v["original_ms_each"], v["measured_ms_each"] + [None]))]
+    plans = v["measured_ms_each"] + [None]  # the last original closes the sequence
+    rows = [[str(i + 1), _f(o), _f(c)] for i, (o, c) in enumerate(zip(v["original_ms_each"], plans))]
     return _Section("Verification back to back with the original",
                     [f"order {v['order']} (O original, C the plan); speed-up {v['speedup']:.3f}x = "
                      "1 / median of each plan median over the mean of the original's around it"],
