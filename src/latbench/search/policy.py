@@ -134,10 +134,13 @@ class MeasurementPolicy:
         self.originals: list[float] = []
         self.stale = True
         self._original_net: nn.Module | None = None
+        self._exported: list[tuple[nn.Module, Any]] = []  # (model, its artifact), at most two
 
     # ------------------------------------------------------------------ single measurements
     def measure(self, net: nn.Module, name: str) -> float:
-        """Export ``net`` and return its median latency (ms) on the device.
+        """Return the median latency (ms) of ``net`` on the device (exported once while it is
+        the original or the plan measured last: pairs and verifications measure the same two
+        models again and again).
 
         Raises
         ------
@@ -145,18 +148,31 @@ class MeasurementPolicy:
             If the device fails.
         """
         from latbench.bench.run import measure_artifact, spread_guard
-        from latbench.compress.export import export_onnx
 
         t0 = time.perf_counter()
         self.stale = True
-        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
         try:
             return float(measure_artifact(
-                self.device, art, threads=self.threads, warmup=self.warmup, repeats=self.repeats,
-                sampling=spread_guard(self.device, self.repeats)).median_ms)
+                self.device, self._artifact(net, name), threads=self.threads, warmup=self.warmup,
+                repeats=self.repeats, sampling=spread_guard(self.device, self.repeats)).median_ms)
         finally:
-            art.path.unlink(missing_ok=True)
             self.seconds += time.perf_counter() - t0
+
+    def _artifact(self, net: nn.Module, name: str) -> Any:
+        """The exported ``net``: the original's kept for the whole search, one other kept
+        until another is measured (its file then removed)."""
+        from latbench.compress.export import export_onnx
+
+        for model, art in self._exported:
+            if model is net:
+                return art
+        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
+        keep = [(m, a) for m, a in self._exported if m is self._original_net]
+        for m, a in self._exported:
+            if m is not self._original_net:
+                a.path.unlink(missing_ok=True)
+        self._exported = keep + [(net, art)]
+        return art
 
     def start(self, net: nn.Module) -> float:
         """Measure the original for the first time; its median is the reference (ms)."""
