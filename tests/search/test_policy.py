@@ -115,3 +115,23 @@ def test_the_drift_summary_covers_every_measurement_of_the_original(tmp_path):
     assert d["first_ms"] == pol.reference_ms
     assert d["max_ms"] == pytest.approx(pol.reference_ms * (1 + 0.1 * last))
     assert d["moved"] == pytest.approx(0.1 * last)
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_verification_is_unmoved_by_bursts_of_load_every_third_measurement(tmp_path, phase):
+    # Load that comes and goes: every third measurement is 50 % slower, whichever model it is.
+    pol, _ = policy(tmp_path, speed=lambda k: 1.5 if k % 3 == phase else 1.0)
+    ver = pol.verify(PLAN, "plan")
+    assert ver.speedup == pytest.approx(4.0, rel=1e-9)
+    assert ver.spikes  # and it says which measurements it took for bursts
+
+
+def test_despike_replaces_a_median_above_both_neighbours_only():
+    from latbench.search.policy import despike
+
+    assert despike([1.0, 1.5, 1.0, 1.0]) == ([1.0, 1.0, 1.0, 1.0], [1])
+    assert despike([1.0, 1.0, 1.5]) == ([1.0, 1.0, 1.0], [2])  # an end: its one neighbour
+    assert despike([1.0, 1.2, 1.4, 1.6]) == ([1.0, 1.2, 1.4, 1.6], [])  # a ramp is left alone
+    assert despike([1.0, 1.0, 1.5, 1.5]) == ([1.0, 1.0, 1.5, 1.5], [])  # so is a step
+    assert despike([1.0, 2.0, 1.5]) == ([1.0, 2.0, 1.5], [])  # neighbours disagree: no burst
+    assert despike([1.0, 1.05, 1.0]) == ([1.0, 1.05, 1.0], [])  # within the noise

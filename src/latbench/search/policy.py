@@ -17,24 +17,25 @@ scale the budget and the controller work in. So:
   lower median kept;
 * plans of the uniform baseline are measured the same way, each right after the original;
 * the final plan is verified back to back with the original, interleaved ``O C O C … O``
-  (:data:`VERIFY_PAIRS` plan measurements, each between two of the original); the plan's
-  ratio is the median over its measurements of its median over the mean of the two original
-  medians around it, and the reported latency, speed-up and "met" come from that verification.
+  (:data:`VERIFY_PAIRS` plan measurements, each between two of the original); bursts of load
+  (a median above both its neighbours) are replaced (:func:`despike`), the plan's ratio is
+  the median over its measurements of its median over the mean of the two original medians
+  around it, and the reported latency, speed-up and "met" come from that verification.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-__all__ = ["MeasurementPolicy", "Window", "Verification", "SURPRISE", "DRIFT", "VERIFY_PAIRS",
-           "DRIFT_NOTE"]
+__all__ = ["MeasurementPolicy", "Window", "Verification", "despike", "SURPRISE", "DRIFT",
+           "VERIFY_PAIRS", "DRIFT_NOTE"]
 
 #: A round whose reference latency is further than this (relative) from its prediction is a
 #: surprise, and the original is measured again before the search changes course. Costs
@@ -98,11 +99,67 @@ class Verification:
     speedup: float
     original_ms: float
     plan_ms: float
+    spikes: tuple[str, ...] = ()  # measurements taken for bursts of load (see despike)
 
     def to_dict(self) -> dict[str, Any]:
         return {"original_ms_each": list(self.originals), "measured_ms_each": list(self.plans),
                 "speedup": self.speedup, "original_ms": self.original_ms,
-                "measured_ms": self.plan_ms, "order": "O" + "CO" * len(self.plans)}
+                "measured_ms": self.plan_ms, "order": "O" + "CO" * len(self.plans),
+                "spikes": list(self.spikes)}
+
+
+def _agree(values: Sequence[float]) -> bool:
+    return max(values) <= min(values) * (1.0 + DRIFT)
+
+
+def despike(medians: Sequence[float],
+            end_ok: Callable[[int], bool] = lambda i: True) -> tuple[list[float], list[int]]:
+    """Medians of one model in measurement order, with bursts of load replaced.
+
+    A median above each of its neighbours (of the same model) by more than :data:`DRIFT`,
+    where those neighbours agree within it, is a burst: load only adds time, while a step or
+    a ramp of the device's speed moves the neighbours too. It is replaced by their mean. At
+    either end the one neighbour must agree with the next one (a ramp does not), and
+    ``end_ok(index)`` must hold (the caller's check that the device did not step there).
+
+    Returns
+    -------
+    (list of float, list of int)
+        The medians, and the indices replaced.
+    """
+    out, spikes, n = list(medians), [], len(medians)
+    for i, v in enumerate(medians):
+        nb = [medians[j] for j in (i - 1, i + 1) if 0 <= j < n]
+        if not nb or not all(v > x * (1.0 + DRIFT) for x in nb):
+            continue
+        if len(nb) == 2 and not _agree(nb):
+            continue
+        if len(nb) == 1:
+            j = 1 if i == 0 else n - 2
+            k = 2 if i == 0 else n - 3
+            if not (0 <= k < n and _agree([medians[j], medians[k]]) and end_ok(i)):
+                continue
+        out[i] = sum(nb) / len(nb)
+        spikes.append(i)
+    return out, spikes
+
+
+def despike_interleaved(originals: Sequence[float],
+                        plans: Sequence[float]) -> tuple[list[float], list[float], tuple[str, ...]]:
+    """:func:`despike` both models of an ``O C O … C O`` sequence.
+
+    The original's first (they are never alone in the window); a plan's first or last median
+    counts as a burst only where the original's medians around it and the next one agree
+    (so a step of the device there is not taken for one).
+    """
+    o, o_spikes = despike(originals)
+
+    def plan_end_ok(i: int) -> bool:
+        around = [o[i], o[i + 1], o[i + 2] if i == 0 else o[i - 1]]
+        return _agree(around)
+
+    c, c_spikes = despike(plans, plan_end_ok)
+    return o, c, tuple([f"original {i + 1}" for i in o_spikes] + [f"plan {i + 1}" for i in c_spikes])
 
 
 class MeasurementPolicy:
@@ -240,10 +297,11 @@ class MeasurementPolicy:
         for i in range(VERIFY_PAIRS):
             plans.append(self.measure(net, f"{name}-{i}"))
             originals.append(self.original())
-        ratio = statistics.median(c / ((originals[i] + originals[i + 1]) / 2.0)
-                                  for i, c in enumerate(plans))
-        original = statistics.median(originals)
-        return Verification(tuple(originals), tuple(plans), 1.0 / ratio, original, original * ratio)
+        o, c, spikes = despike_interleaved(originals, plans)
+        ratio = statistics.median(ci / ((o[i] + o[i + 1]) / 2.0) for i, ci in enumerate(c))
+        original = statistics.median(o)
+        return Verification(tuple(originals), tuple(plans), 1.0 / ratio, original,
+                            original * ratio, spikes)
 
     def drift(self) -> dict[str, Any]:
         """How much the original moved during the search (medians in ms; ``moved`` is

@@ -107,9 +107,12 @@ def _verification(result: SearchResult) -> _Section | None:
         return None
     plans = v["measured_ms_each"] + [None]  # the last original closes the sequence
     rows = [[str(i + 1), _f(o), _f(c)] for i, (o, c) in enumerate(zip(v["original_ms_each"], plans))]
-    return _Section("Verification back to back with the original",
-                    [f"order {v['order']} (O original, C the plan); speed-up {v['speedup']:.3f}x = "
-                     "1 / median of each plan median over the mean of the original's around it"],
+    bullets = [f"order {v['order']} (O original, C the plan); speed-up {v['speedup']:.3f}x = "
+               "1 / median of each plan median over the mean of the original's around it"]
+    if v.get("spikes"):
+        bullets.append("taken for bursts of load and replaced by the mean of their neighbours: "
+                       + ", ".join(v["spikes"]))
+    return _Section("Verification back to back with the original", bullets,
                     ["#", "original (ms)", "plan (ms, after it)"], rows)
 
 

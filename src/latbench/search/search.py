@@ -505,9 +505,12 @@ class Searcher:
         """Rounds, then the back-to-back verification; a plan that fails it while rounds are
         left teaches the controller its verified latency, and the rounds go on."""
         ctl = self._run_rounds(ctl, policy, run)
+        corrected: set[tuple[int, ...]] = set()
         while (chosen := self._choose_final(policy, run)) is None:
             for choices, v in run.verified.items():
-                ctl.correct(choices, policy.reference_ms / v.speedup)
+                if choices not in corrected:
+                    ctl.correct(choices, policy.reference_ms / v.speedup)
+                    corrected.add(choices)
             ctl = self._run_rounds(ctl, policy, run)
         if ctl.scales is not None:
             run.notes.append("costs rescaled per layer kind from the measured plans (after round "
