@@ -139,8 +139,8 @@ class Searcher:
     predictor or device fails at once). Candidate generation, damage scoring and
     per-candidate costs (steps 2–3 of the module docstring) depend on the model, the device
     and the method/rank grid, not on the budget; they are done on the first :meth:`search`
-    (or by :meth:`prepare`, to pay for them up front) and reused by every later one, so the
-    first search reports them in ``prepare_seconds``.
+    (or by :meth:`prepare`, to pay for them up front) and reused by every later one; the
+    search that made them reports their time in ``prepare_seconds``.
 
     Parameters
     ----------
