@@ -188,3 +188,14 @@ def test_savings_factor():
     assert savings_factor(100.0, 80.0, 90.0) == pytest.approx(0.5)
     assert savings_factor(100.0, 80.0, 110.0) == pytest.approx(-0.5)  # predicted faster, measured slower
     assert savings_factor(100.0, 99.0, 50.0) is None  # a 1 % predicted saving says nothing
+
+
+def test_one_implausible_miss_halves_the_way_to_the_fastest_plan_instead_of_jumping_there():
+    # The README example under load: a plan predicted at half the original measured slower
+    # than the original. The plain step would ask for a plan below the fastest one.
+    ctl = controller(50.0, slack=0.08)
+    t = ctl.next_target()
+    sol = ctl.solve(t)
+    ctl.observe(t, sol.choices, 110.0)
+    assert ctl.next_target() == pytest.approx((ctl.fastest + t) / 2)
+    assert ctl.next_target() > ctl.fastest

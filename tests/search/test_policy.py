@@ -135,3 +135,14 @@ def test_despike_replaces_a_median_above_both_neighbours_only():
     assert despike([1.0, 1.0, 1.5, 1.5]) == ([1.0, 1.0, 1.5, 1.5], [])  # so is a step
     assert despike([1.0, 2.0, 1.5]) == ([1.0, 2.0, 1.5], [])  # neighbours disagree: no burst
     assert despike([1.0, 1.05, 1.0]) == ([1.0, 1.05, 1.0], [])  # within the noise
+
+
+def test_a_second_verification_pools_its_pairs_with_the_first(tmp_path):
+    pol, dev = policy(tmp_path, speed=lambda k: 1.5 if k in (2, 3) else 1.0)
+    first = pol.verify(PLAN, "plan")
+    both = pol.verify(PLAN, "plan", pool=first)
+    assert both.sequences == 2 and len(both.ratios) == 2 * VERIFY_PAIRS
+    assert len(both.originals) == 2 * (VERIFY_PAIRS + 1) and len(both.plans) == 2 * VERIFY_PAIRS
+    assert kinds(dev) == "O" + ("O" + "CO" * VERIFY_PAIRS) * 2
+    assert both.speedup == pytest.approx(4.0, rel=1e-9)
+    assert both.to_dict()["order"] == " ".join(["O" + "CO" * VERIFY_PAIRS] * 2)

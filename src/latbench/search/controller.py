@@ -219,11 +219,12 @@ class BudgetController:
     def _advance(self, target_ms: float, measured_ms: float) -> Step:
         """Secant (or plain) correction from ``(target, measured)``, kept in the bracket."""
         nxt = target_ms + (self.aim - measured_ms)
+        secant = False
         if len(self.history) >= 2 and self.history[-1][0] != self.history[-2][0]:
             (t0, m0), (t1, m1) = self.history[-2], self.history[-1]
             slope = (m1 - m0) / (t1 - t0)
             if SECANT_SLOPE_RANGE[0] <= slope <= SECANT_SLOPE_RANGE[1]:
-                nxt = target_ms + (self.aim - measured_ms) / slope
+                nxt, secant = target_ms + (self.aim - measured_ms) / slope, True
         lo, hi = self.lo, self.hi
         if not lo < nxt < hi:
             if math.isfinite(lo) and math.isfinite(hi):
@@ -232,6 +233,11 @@ class BudgetController:
                 nxt = hi - abs(hi) * OUTWARD_STEP
             else:
                 nxt = lo + abs(lo) * OUTWARD_STEP
+        if not secant and nxt <= self.fastest < hi and not math.isfinite(lo):
+            # No plan has met the budget, and a plain step from one implausible point (a plan
+            # measured slower than the original) would jump to the fastest, most damaging
+            # plan: halve the way there instead; the secant takes over from two plans on.
+            nxt = (self.fastest + min(hi, target_ms)) / 2
         if math.isfinite(lo) and math.isfinite(hi) and hi - lo < BRACKET_CLOSED * self.budget_ms:
             return Step(True, "bracket closed")
         self.target = nxt

@@ -100,12 +100,15 @@ class Verification:
     original_ms: float
     plan_ms: float
     spikes: tuple[str, ...] = ()  # measurements taken for bursts of load (see despike)
+    ratios: tuple[float, ...] = ()  # each plan median over the mean of the originals around it
+    sequences: int = 1  # O C … O sequences pooled (a near miss is verified again)
 
     def to_dict(self) -> dict[str, Any]:
         return {"original_ms_each": list(self.originals), "measured_ms_each": list(self.plans),
                 "speedup": self.speedup, "original_ms": self.original_ms,
-                "measured_ms": self.plan_ms, "order": "O" + "CO" * len(self.plans),
-                "spikes": list(self.spikes)}
+                "measured_ms": self.plan_ms,
+                "order": " ".join(["O" + "CO" * VERIFY_PAIRS] * self.sequences),
+                "spikes": list(self.spikes), "sequences": self.sequences}
 
 
 def _agree(values: Sequence[float]) -> bool:
@@ -223,11 +226,11 @@ class MeasurementPolicy:
         for model, art in self._exported:
             if model is net:
                 return art
-        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
         keep = [(m, a) for m, a in self._exported if m is self._original_net]
         for m, a in self._exported:
             if m is not self._original_net:
-                a.path.unlink(missing_ok=True)
+                a.path.unlink(missing_ok=True)  # before the export: the name may be the same
+        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
         self._exported = keep + [(net, art)]
         return art
 
@@ -289,19 +292,24 @@ class MeasurementPolicy:
         return Window([self.measure(net, name)], [self.originals[-1]]).ratio * scale_to_ms
 
     # ------------------------------------------------------------------ verification
-    def verify(self, net: nn.Module, name: str) -> Verification:
+    def verify(self, net: nn.Module, name: str, pool: Verification | None = None) -> Verification:
         """Measure ``net`` interleaved with the original (``O C O … C O``, :data:`VERIFY_PAIRS`
-        of the plan)."""
+        of the plan); with ``pool``, a verification of the same plan to pool this one with."""
         originals = [self.original()]
         plans = []
         for i in range(VERIFY_PAIRS):
             plans.append(self.measure(net, f"{name}-{i}"))
             originals.append(self.original())
         o, c, spikes = despike_interleaved(originals, plans)
-        ratio = statistics.median(ci / ((o[i] + o[i + 1]) / 2.0) for i, ci in enumerate(c))
-        original = statistics.median(o)
+        ratios = [ci / ((o[i] + o[i + 1]) / 2.0) for i, ci in enumerate(c)]
+        if pool is not None:
+            originals, plans = list(pool.originals) + originals, list(pool.plans) + plans
+            o = [v for v in despike_interleaved(pool.originals, pool.plans)[0]] + o
+            ratios, spikes = list(pool.ratios) + ratios, pool.spikes + spikes
+        ratio, original = statistics.median(ratios), statistics.median(o)
         return Verification(tuple(originals), tuple(plans), 1.0 / ratio, original,
-                            original * ratio, spikes)
+                            original * ratio, spikes, tuple(ratios),
+                            1 + (pool.sequences if pool else 0))
 
     def drift(self) -> dict[str, Any]:
         """How much the original moved during the search (medians in ms; ``moved`` is

@@ -105,8 +105,13 @@ def _verification(result: SearchResult) -> _Section | None:
     v = result.verification
     if not v:
         return None
-    plans = v["measured_ms_each"] + [None]  # the last original closes the sequence
-    rows = [[str(i + 1), _f(o), _f(c)] for i, (o, c) in enumerate(zip(v["original_ms_each"], plans))]
+    n = v.get("sequences", 1)
+    k = len(v["measured_ms_each"]) // n  # plan measurements per O C … O sequence
+    rows = []
+    for q in range(n):
+        os_ = v["original_ms_each"][q * (k + 1):(q + 1) * (k + 1)]
+        cs = v["measured_ms_each"][q * k:(q + 1) * k] + [None]  # the last original closes it
+        rows += [[str(q * (k + 1) + i + 1), _f(o), _f(c)] for i, (o, c) in enumerate(zip(os_, cs))]
     bullets = [f"order {v['order']} (O original, C the plan); speed-up {v['speedup']:.3f}x = "
                "1 / median of each plan median over the mean of the original's around it"]
     if v.get("spikes"):
