@@ -205,7 +205,7 @@ def test_a_near_miss_is_measured_again_and_the_lower_median_kept(digits, over):
     # test depended on which plan the trained net gave).
     big = orig_macs(digits)
     dev = MacDevice()
-    plain = lambda m: dev.overhead_ms + dev.ms_per_mmac * m / 1e6  # noqa: E731
+    plain = lambda m: dev.overhead_ms + dev.ms_per_mmac * m / 1e6
     budget = plain(big) / 1.3
     dev.factor = lambda m: over * budget / plain(m) if dev.calls == 2 else 1.0  # call 1: the original
     res = run(digits, dev, speedup=1.3, slack=0.1, predictor=MacPredictor())

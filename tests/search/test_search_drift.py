@@ -96,7 +96,7 @@ def test_a_round_that_looked_met_in_a_dip_fails_verification_and_the_search_goes
     res = run(digits, dev, speedup=1.3, predictor=MacPredictor(overhead_ms=0.0))
     first = res.rounds[0]
     assert first.met and true_ms(dev, first.macs) > res.budget_ms  # looked met, was not
-    assert any(f"round 1's plan measured" in n and "back to back" in n for n in res.notes)
+    assert any("round 1's plan measured" in n and "back to back" in n for n in res.notes)
     # A near miss back to back (within the slack) is verified a second time before it fails.
     from latbench.search.policy import VERIFY_PAIRS
 
