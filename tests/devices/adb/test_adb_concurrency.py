@@ -209,3 +209,14 @@ def test_benchmark_model_counts_and_averages_are_checked():
     # the Stat line and the summary are not about the same runs
     with pytest.raises(RunnerOutputError, match=r"disagrees .* \(×1e\+03"):
         r.parse([_tflite_output(3, 1000, 1.0)], [None], warmup=0, repeats=3)
+
+
+def test_a_timed_out_runner_is_stopped_by_a_pattern_naming_its_own_run(make_fake, profile,
+                                                                       onnx_model):
+    fake = make_fake(runner_env={"STANDIN_MODE": "hang"})
+    with AdbDevice.from_profile("phone", profile(fake, timeout_s=1.0)) as dev:
+        with pytest.raises(DeviceError, match="timed out"):
+            dev.measure(onnx_model, dev.make_spec(onnx_model, warmup=0, repeats=1))
+    (kill,) = [c for c in fake.commands if c.startswith("pkill -f ")]
+    # another process's runner on the phone (another result file) does not match it
+    assert f"perf_test_result-{owner_token()}-1.txt" in kill
