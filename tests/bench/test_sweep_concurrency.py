@@ -66,6 +66,7 @@ def sweep_cmd(model: str, db: Path, ranks: str = "0.25,0.5,0.75", repeats: str =
             "--fixed-repeats", "--db", str(db), "--json"]
 
 
+@pytest.mark.slow
 def test_two_sweeps_on_one_database_measure_each_variant_once(model, tmp_path):
     db = tmp_path / "lat.db"
     cmd = sweep_cmd(model, db)
@@ -92,6 +93,7 @@ def test_two_sweeps_on_one_database_measure_each_variant_once(model, tmp_path):
         assert s.claims().empty  # nothing left claimed
 
 
+@pytest.mark.slow
 def test_a_killed_sweeps_claims_and_temp_folder_are_taken_over(model, tmp_path):
     db = tmp_path / "lat.db"
     cmd = sweep_cmd(model, db, repeats="60")
@@ -134,6 +136,7 @@ def fast_config(model: str, **kw) -> SweepConfig:
     return SweepConfig((Target(model, SHAPE, ("svd",), (0.5,)),), **base)
 
 
+@pytest.mark.slow
 def test_resume_is_keyed_by_the_models_content_not_its_path(model, tmp_path):
     db = tmp_path / "lat.db"
     cfg = fast_config(model)

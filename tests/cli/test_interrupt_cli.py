@@ -117,6 +117,7 @@ def measured(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigint_during_a_sweep_keeps_what_was_measured_and_a_rerun_resumes(model, tmp_path):
     db = tmp_path / "lat.db"
     args = ["sweep", "--model", model, "--input", "1x3x16x16", "--methods", "svd,tucker2",

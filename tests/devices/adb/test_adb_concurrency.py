@@ -55,6 +55,7 @@ def runner_execs(fake) -> list[tuple[float, float, str]]:
     return [e for e in fake.sandbox.execs if "perf_test" in e[2]]
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_phone_are_serialised_and_each_gets_its_own_runs(
         make_fake, profile, onnx_model, tmp_path):
     fake = make_fake()
@@ -78,6 +79,7 @@ def test_two_processes_on_one_phone_are_serialised_and_each_gets_its_own_runs(
     assert not [n for n in os.listdir(fake.sandbox.host(REMOTE)) if "perf_test_result" in n]
 
 
+@pytest.mark.slow
 def test_a_process_waits_for_the_phone_and_says_so(make_fake, profile, onnx_model, tmp_path):
     fake = make_fake()
     prof = profile(fake)
@@ -132,6 +134,7 @@ def test_files_of_killed_runs_are_removed_and_the_rest_kept(make_fake, profile, 
         live.wait()
 
 
+@pytest.mark.slow
 def test_models_are_removed_after_use_unless_kept(make_fake, profile, onnx_model, tmp_path):
     from latbench.artifact import Artifact
 
