@@ -298,7 +298,7 @@ class _FarmRun:
         self.ray, self.farm, self.gates, self.config, self.db = ray, farm, gates, config, db
         self.models, self.summary, self.progress = models, summary, progress
         self.window, self.started = window, started
-        self.build_task = ray.remote(build).options(num_cpus=1)
+        self.build_task = ray.remote(build)
         self.builds: dict[Any, tuple] = {}  # report ref → (variant, devices, blob refs)
         self.measures: dict[Any, tuple] = {}  # measurement ref → (variant, device, table)
         self.net_ref: tuple[str, Any] | None = None
@@ -428,7 +428,7 @@ class _FarmRun:
             self.net_ref = (v.model, self.ray.put(self.models(v.model)))
             self.models.clear()
         formats = tuple(sorted({d.format for d in devs}))
-        refs = self.build_task.options(num_returns=1 + len(formats)).remote(
+        refs = self.build_task.options(num_cpus=1, num_returns=1 + len(formats)).remote(
             v, self.net_ref[1], formats, self.gates)
         blobs = dict(zip(formats, refs[1:]))
         self.builds[refs[0]] = (v, devs, blobs)

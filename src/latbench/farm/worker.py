@@ -177,12 +177,6 @@ class DeviceWorker:
         finally:
             artifact.path.unlink(missing_ok=True)
 
-    def pid(self) -> int:
-        """The actor's process id (for tests that kill it)."""
-        import os
-
-        return os.getpid()
-
     def close(self) -> None:
         """Close the device and remove the folder models were written to."""
         try:
