@@ -51,18 +51,21 @@ def config(model: str, ranks=(0.5,)) -> SweepConfig:
                        random_plans=1, threads=1, warmup=1, repeats=3, seed=0)
 
 
+def write_devices(path: Path, fakes: dict, profile) -> Path:
+    lines = []
+    for name, fake in fakes.items():
+        lines.append(f"[{name}]")
+        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}"
+                  for k, v in profile(fake, threads=1).items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.fixture
 def phones(make_fake, profile, tmp_path):
     """Two loopback phones and a devices.toml naming them ``phone1`` and ``phone2``."""
     fakes = {name: make_fake() for name in ("phone1", "phone2")}
-    lines = []
-    for name, fake in fakes.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}"
-                  for k, v in profile(fake, threads=1).items()]
-    f = tmp_path / "devices.toml"
-    f.write_text("\n".join(lines).replace("'", '"') + "\n")
-    return fakes, f
+    return fakes, write_devices(tmp_path / "devices.toml", fakes, profile)
 
 
 def rows(db: Path) -> set[tuple]:
@@ -131,7 +134,7 @@ def _spy_on_devices(monkeypatch) -> dict[str, ProcessId]:
 
 @pytest.mark.parametrize("how", ["unplug the phone", "kill its actor"])
 def test_losing_one_phone_mid_sweep_leaves_the_other_devices_complete_and_a_rerun_resumes(
-        ray_cluster, phones, model, tmp_path, monkeypatch, how):
+        ray_cluster, phones, make_fake, profile, model, tmp_path, monkeypatch, how):
     fakes, devices = phones
     cfg = config(model, ranks=(0.25, 0.5, 0.75))
     n = len(prepare_sweep(cfg)[0])
@@ -171,7 +174,12 @@ def test_losing_one_phone_mid_sweep_leaves_the_other_devices_complete_and_a_reru
     with Store(db) as store:
         assert len(store.claims()) == 0
 
-    # A rerun (phone2 plugged in again: a new loopback phone at its profile's address is
-    # not possible, so sweep the two others) measures nothing twice.
-    again = run_farm_sweep(cfg, ["phone1", "cpu"], db, devices_file=devices)
-    assert {d: s.measured for d, s in again.devices.items()} == {"phone1": 0, "cpu": 0}
+    # phone2 plugged in again (a new loopback phone at a new address, same phone): the rerun
+    # measures exactly what phone2 did not, and nothing twice.
+    fakes["phone2"] = make_fake()
+    write_devices(devices, fakes, profile)
+    again = run_farm_sweep(cfg, DEVICES, db, devices_file=devices)
+    assert again.complete
+    assert {d: s.measured for d, s in again.devices.items()} == \
+        {"phone1": 0, "cpu": 0, "phone2": n - len(found["phone2"])}
+    assert all(len(r) == n for r in per_device(rows(db)).values())
