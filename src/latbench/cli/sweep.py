@@ -21,7 +21,8 @@ def sweep_cmd(
     workers: Optional[int] = typer.Option(
         None, "--workers", min=1,
         help="Compress and export in this many parallel workers (a Ray cluster started on this "
-             "machine; the farm extra)."),
+             "machine with N CPUs; with --ray, at most N at once; the farm extra). Default 1 "
+             "when several devices are given."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray", metavar="ADDRESS",
         help="Join the Ray cluster at ADDRESS ('ray start --head' prints it) and drive each "

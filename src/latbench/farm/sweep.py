@@ -193,7 +193,9 @@ def run_farm_sweep(
     variants, models = prepare_sweep(config)
     summary = FarmSummary(variants=len(variants))
     started = time.time()
-    with connect(address, workers if address is None else None) as ray:
+    # Locally, one worker unless asked: compression then runs beside the devices as in a
+    # single-device sweep, and a shared machine is not taken over unasked.
+    with connect(address, (workers or 1) if address is None else None) as ray:
         try:
             gates = _start_devices(ray, farm, config, summary)
             window = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
