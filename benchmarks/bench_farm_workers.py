@@ -1,7 +1,7 @@
 """Compression throughput of a farm sweep with 1 and 2 workers (issue #16).
 
-The same sweep (ResNet-18 at 1×3×32×32: the original, Tucker-2 and SVD at ¼, ½, ¾ ranks, and
-2 random per-layer plans = 9 variants) runs on the ``cpu`` device into a fresh store once per
+The same sweep (ResNet-18 at 1×3×32×32: the original, each of ``--methods`` (default Tucker-2
+and SVD) at ¼, ½, ¾ ranks, and 2 random per-layer plans: 9 variants, 12 with ``cp`` added) runs on the ``cpu`` device into a fresh store once per
 worker count, in one run, alternating counts for ``--rounds`` rounds. Each run gets its own
 local Ray cluster with that many CPUs, started before the clock starts (its start-up, ~8 s
 here, is not the sweep's); the ``cpu`` device measures each variant with 3 fixed repeats
@@ -9,6 +9,7 @@ here, is not the sweep's); the ``cpu`` device measures each variant with 3 fixed
 figure but small). Throughput = variants / wall seconds of ``run_farm_sweep`` × 60.
 
     python benchmarks/bench_farm_workers.py            # prints one JSON object
+    python benchmarks/bench_farm_workers.py --methods tucker2,cp,svd --rounds 2
 
 Needs the farm extra (``pip install "latbench[farm]"``).
 """
@@ -53,9 +54,11 @@ def main() -> None:
     ap.add_argument("--input", default="1x3x32x32")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--methods", default="tucker2,svd")
     args = ap.parse_args()
     shape = tuple(int(x) for x in args.input.split("x"))
-    cfg = SweepConfig((Target(args.model, shape, ("tucker2", "svd"), (0.25, 0.5, 0.75)),),
+    methods = tuple(m for m in args.methods.split(",") if m)
+    cfg = SweepConfig((Target(args.model, shape, methods, (0.25, 0.5, 0.75)),),
                       random_plans=2, threads=1, warmup=1, repeats=3, adaptive=False)
     counts = [int(w) for w in args.workers.split(",")]
     runs: dict[int, list[dict]] = {w: [] for w in counts}
@@ -65,6 +68,7 @@ def main() -> None:
                 runs[w].append(one_sweep(w, cfg, Path(tmp)))
     med = {w: statistics.median(r["variants_per_min"] for r in rs) for w, rs in runs.items()}
     out = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "input": args.input,
+           "methods": list(methods), "variants": runs[counts[0]][0]["variants"],
            "device": "cpu", "rounds": args.rounds,
            "runs": {str(w): rs for w, rs in runs.items()},
            "median_variants_per_min": {str(w): v for w, v in med.items()}}

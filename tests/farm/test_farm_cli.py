@@ -108,3 +108,58 @@ def test_a_farm_sweep_prints_each_device_and_a_lost_device_exits_3_after_the_sum
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: 1 of 2 devices lost — phone: cannot open device 'phone'")
     assert "rerun the same command" in last
+
+
+def _measurements(db: Path) -> list[tuple]:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(db)
+        try:
+            return con.execute("SELECT variant_id, device_id FROM measurements").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:  # the schema is not there yet
+        return []
+
+
+@pytest.mark.slow
+def test_a_kill_9_of_the_farm_driver_loses_only_what_was_in_flight_and_a_rerun_resumes(
+        model, tmp_path):
+    import os
+    import signal
+    import time
+
+    pytest.importorskip("ray", reason='the device farm needs pip install "latbench[farm]"')
+    db = tmp_path / "lat.db"
+    args = ["sweep", "--device", "cpu", "--device", "cpu2", "--workers", "1", "--model", model,
+            "--input", "1x3x12x12", "--methods", "svd,tucker2", "--ranks", "0.25,0.5,0.75",
+            "--random-plans", "0", "--threads", "1", "--warmup", "1", "--repeats", "3",
+            "--trust-file", "--db", str(db), "--json"]
+    cmd = [sys.executable, "-c", "from latbench.cli import main; main()", *args]
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists() and len(_measurements(db)) >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    before = _measurements(db)
+    n = 7  # the original, svd and tucker2 at three ranks
+    assert 1 <= len(before) < 2 * n  # killed mid-sweep
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    doc = json.loads(rerun.stdout)
+    assert sum(d["skipped"] for d in doc["devices"].values()) == len(before)
+    assert sum(d["measured"] for d in doc["devices"].values()) == 2 * n - len(before)
+    after = _measurements(db)
+    assert len(after) == len(set(after)) == 2 * n  # each variant × device once

@@ -37,7 +37,7 @@ from latbench.bench.sweep import SweepConfig, SweepEvent, SweepSummary
 from latbench.exceptions import DeviceError, Interrupted, LatbenchError, StoreError, \
     UserInputError, WorkdirError
 
-__all__ = ["run_farm_sweep", "FarmSummary", "QUEUE_PER_DEVICE"]
+__all__ = ["run_farm_sweep", "FarmSummary", "QUEUE_PER_DEVICE", "OPEN_TIMEOUT_S"]
 
 #: Models built ahead of what a device has measured, per device: builds stop being submitted
 #: while a device they are for has this many models waiting (they wait in the object store,
@@ -46,6 +46,11 @@ QUEUE_PER_DEVICE = 4
 
 #: Seconds a device actor gets to close its device at the end.
 _CLOSE_TIMEOUT_S = 30.0
+
+#: Seconds a device gets to start: its actor placed on its host (which waits for Ray to start
+#: a worker there) and the device opened (an ADB connection, a runner pushed once). A device
+#: that does not start in this time is lost from the start, and the others go on.
+OPEN_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -219,6 +224,8 @@ def _start_devices(ray: Any, farm: list[_Device], config: SweepConfig,
     """Place an actor per device, open the devices, and put a gate on each host that
     measures on its own CPU (returned by node id). A device that cannot be reached is lost
     from the start; a bad profile or ``node`` is an error before anything is measured."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     import latbench
     from latbench.farm.gate import HostGate
     from latbench.farm.placement import resolve_node
@@ -232,10 +239,16 @@ def _start_devices(ray: Any, farm: list[_Device], config: SweepConfig,
         d.actor = actor_cls.options(num_cpus=0, max_restarts=0,
                                     **placements[d.name].actor_options()).remote(d.profile)
     opened = {d.name: d.actor.open.remote(config.threads) for d in farm}
+    deadline = time.monotonic() + OPEN_TIMEOUT_S
     for d in farm:
         summary.devices[d.name] = d.summary
         try:
-            d.hello = ray.get(opened[d.name])
+            d.hello = ray.get(opened[d.name], timeout=max(1.0, deadline - time.monotonic()))
+        except ray.exceptions.GetTimeoutError:
+            d.lost = (f"device {d.name!r} did not start within {OPEN_TIMEOUT_S:.0f} s (its host "
+                      f"{placements[d.name].asked or 'the driver'!s} has no free Ray worker, or "
+                      "the device does not answer)")
+            continue
         except ray.exceptions.RayTaskError as exc:
             cause = _remote_cause(exc)
             if isinstance(cause, DeviceError):
@@ -257,8 +270,6 @@ def _start_devices(ray: Any, farm: list[_Device], config: SweepConfig,
     gates: dict[str, Any] = {}
     for d in farm:
         if d.hello is not None and d.hello.in_process and d.hello.node_id not in gates:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
             gates[d.hello.node_id] = gate_cls.options(
                 num_cpus=0, max_concurrency=1000,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(d.hello.node_id, soft=False)
