@@ -42,7 +42,9 @@ from latbench.exceptions import DeviceError, ExportError, Interrupted, LatbenchN
     OpProfileError, StoreError, UserInputError, WorkdirError
 
 __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "load_sweep_config",
-           "plan_sweep", "default_config"]
+           "plan_sweep", "default_config", "prepare_sweep", "SweepModels", "build_variant",
+           "BuiltVariant", "store_measurement", "variant_item", "wait_for_others", "release_quietly",
+           "RECORDABLE_ERRORS"]
 
 #: What one variant (or one layer) may fail with and be recorded as failed while the sweep
 #: goes on: a plan that does not fit the model, or an export the runtime cannot take. Anything
@@ -106,7 +108,9 @@ class SweepEvent:
     ``phase`` is ``variants`` or ``layers`` (layers measured alone); ``status`` is
     ``measured``, ``skipped`` (already stored, or measured meanwhile by another process) or
     ``failed``; ``median_ms`` is set if measured, ``error`` if failed. ``done`` of ``total``
-    items of the phase are finished.
+    items of the phase are finished. ``device`` names the device of the item in a sweep over
+    several devices (:func:`latbench.farm.run_farm_sweep`, which counts ``done`` and
+    ``total`` per device); ``None`` in a single-device sweep.
     """
 
     done: int
@@ -116,6 +120,7 @@ class SweepEvent:
     median_ms: float | None = None
     error: str | None = None
     phase: str = "variants"
+    device: str | None = None
 
 
 @dataclass
@@ -263,6 +268,126 @@ def plan_sweep(config: SweepConfig, resolve: Callable[[str], nn.Module]) -> list
     return [v for v in out if not (v.key in seen or seen.add(v.key))]
 
 
+class SweepModels:
+    """The models of a sweep, resolved on demand, one held at a time.
+
+    Calling it with a model spec returns the module (resolved again if another model was
+    asked for since: memory stays flat across models); :meth:`clear` lets the held one go.
+    A model read from a file is checked against the fingerprint its variants were keyed by
+    (:meth:`pin`), so a file overwritten during a sweep is an error, not a silent mix.
+    """
+
+    def __init__(self, config: SweepConfig) -> None:
+        self._config = config
+        self._nets: dict[str, nn.Module] = {}
+        self._planned: dict[str, str] = {}  # model spec → fingerprint the variants were keyed by
+
+    def __call__(self, spec: str) -> nn.Module:
+        from latbench.models import resolve_model
+        from latbench.models.fingerprint import model_fingerprint
+
+        if spec not in self._nets:
+            self._nets.clear()
+            net = resolve_model(spec, seed=self._config.seed, trust_file=self._config.trust_file)
+            if spec in self._planned and model_fingerprint(net) != self._planned[spec]:
+                raise UserInputError(f"model file {spec!r} changed during the sweep (it holds "
+                                     "another network than the one the sweep planned); rerun "
+                                     "the sweep")
+            self._nets[spec] = net
+        return self._nets[spec]
+
+    def pin(self, variants: list[Variant]) -> None:
+        """Remember the fingerprints ``variants`` were keyed by."""
+        self._planned.update({v.model: v.model_hash for v in variants if v.model_hash is not None})
+
+    def clear(self) -> None:
+        """Let the held model go."""
+        self._nets.clear()
+
+
+def prepare_sweep(config: SweepConfig) -> tuple[list[Variant], SweepModels]:
+    """Check ``config``, check that every model runs on its input, and list the variants.
+
+    Returns the variants (:func:`plan_sweep`) and the :class:`SweepModels` that builds them,
+    holding no model yet (so a heap frozen next does not keep one alive).
+
+    Raises
+    ------
+    UserInputError
+        For a bad option, an unknown model or method, or a model that does not run on the
+        input shape given.
+    """
+    _check_config(config)
+    models = SweepModels(config)
+    for t in config.targets:  # an unknown model or a wrong input → error before any work
+        _check_runs(models(t.model), t)
+    variants = plan_sweep(config, models)
+    models.pin(variants)
+    models.clear()
+    return variants, models
+
+
+@dataclass
+class BuiltVariant:
+    """A variant compressed and exported: its layer table, its artifact per format, and the
+    seconds each stage took; or the stage that failed (``failed_stage``: ``compress`` or
+    ``export``) and why (``error``). ``workdir_problem`` says why the folder cannot take
+    model files, when that is what failed (every later variant would fail the same way)."""
+
+    table: pd.DataFrame | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    compress_s: float = 0.0
+    export_s: float = 0.0
+    failed_stage: str | None = None
+    error: str | None = None
+    workdir_problem: str | None = None
+
+
+def build_variant(v: Variant, resolve: Callable[[str], nn.Module], formats: tuple[str, ...],
+                  work: Path) -> BuiltVariant:
+    """Compress ``v`` (its plan on its source model), count its layers, and export it in each
+    of ``formats`` (``onnx``, ``tflite``) as ``work/<key>.<suffix>``.
+
+    Failures a variant may have (:data:`RECORDABLE_ERRORS`: a plan that does not fit, an
+    export the runtime cannot take) come back in the result; anything else raises.
+    """
+    from latbench.compress.export import export_model
+    from latbench.compress.model import compress_model
+    from latbench.data.features import layer_table
+
+    out = BuiltVariant()
+    stage = "compress"
+    try:
+        t0 = time.perf_counter()
+        net = resolve(v.model)
+        if v.plan is not None:
+            net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+        out.table = layer_table(net, v.input_shape)
+        t1 = time.perf_counter()
+        out.compress_s = t1 - t0
+        stage = "export"
+        for fmt in formats:
+            out.artifacts[fmt] = export_model(net, v.input_shape, work / v.key, fmt)
+        out.export_s = time.perf_counter() - t1
+    except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
+        for a in out.artifacts.values():
+            a.path.unlink(missing_ok=True)
+        out.artifacts = {}
+        out.failed_stage, out.error = stage, str(exc)
+        if stage == "export":  # ... but a full $TMPDIR fails every variant alike
+            out.workdir_problem = _workdir_problem(exc, work)
+    return out
+
+
+def store_measurement(store, v: Variant, table: pd.DataFrame, device_id: int, m) -> None:
+    """Store ``v`` (its layer table) and its measurement ``m`` on device ``device_id`` in one
+    transaction: a sweep killed in between leaves neither."""
+    with store.transaction():
+        vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan, method=v.method,
+                                content_hash=v.key)
+        store.add_measurement(vid, device_id, m)
+
+
 def _check_config(config: SweepConfig) -> None:
     if not config.targets:
         raise UserInputError("the sweep has no models: give --model or a --config with [[models]]")
@@ -345,31 +470,8 @@ def run_sweep(
     from latbench.compress import reuse_subspaces
     from latbench.data.store import Store
     from latbench.devices.registry import get_device
-    from latbench.models import resolve_model
-    from latbench.models.fingerprint import model_fingerprint
 
-    _check_config(config)
-    # Memory stays flat across models: one model is held at a time (built again if a later
-    # target names it), and released with its eigendecompositions once its variants are done.
-    nets: dict[str, nn.Module] = {}
-    planned: dict[str, str] = {}  # model spec → fingerprint the variants were keyed by
-
-    def resolve(spec: str) -> nn.Module:
-        if spec not in nets:
-            nets.clear()
-            net = resolve_model(spec, seed=config.seed, trust_file=config.trust_file)
-            if spec in planned and model_fingerprint(net) != planned[spec]:
-                raise UserInputError(f"model file {spec!r} changed during the sweep (it holds "
-                                     "another network than the one the sweep planned); rerun "
-                                     "the sweep")
-            nets[spec] = net
-        return nets[spec]
-
-    for t in config.targets:  # an unknown model or a wrong input → error before any work
-        _check_runs(resolve(t.model), t)
-    variants = plan_sweep(config, resolve)
-    planned.update({v.model: v.model_hash for v in variants if v.model_hash is not None})
-    nets.clear()  # before the heap is frozen (a frozen model would outlive its phase)
+    variants, resolve = prepare_sweep(config)
     summary = SweepSummary()
     layer_rows: dict[str, dict] = {}
     started = time.time()
@@ -416,7 +518,7 @@ def run_sweep(
                                 held.append(v)
                                 continue
                             pending = (f"{v.model} {v.label}", *outcome)
-                    nets.clear()
+                    resolve.clear()
                     _release_memory()
                 finally:
                     if pending is not None:
@@ -428,7 +530,7 @@ def run_sweep(
                 held += sweep_group(list(group), deferred=False)
             # What others held: their measurement lands in the store (skipped here), or
             # their claim lapses (a killed process) and this sweep takes the variant over.
-            held = _wait_for_others(
+            held = wait_for_others(
                 held, lambda vs: [x for _, g in itertools.groupby(vs, key=lambda v: v.model)
                                   for x in sweep_group(list(g), deferred=True)],
                 store, lambda v: variant_item(v, dev.name, runtime, fmt), "variants")
@@ -440,7 +542,7 @@ def run_sweep(
         except StoreError as exc:
             raise StoreError(f"{exc} — {summary.kept()}") from None
         finally:
-            _release_quietly(store, None)  # whatever this process still holds
+            release_quietly(store, None)  # whatever this process still holds
     return summary
 
 
@@ -452,7 +554,7 @@ def variant_item(v: Variant, device: str, runtime: tuple[str, str, int], fmt: st
     return variant_claim(v.key, v.input_shape, device, *runtime, fmt)
 
 
-def _release_quietly(store, item: str | None) -> None:
+def release_quietly(store, item: str | None) -> None:
     """Release this process's claim (all of them for ``None``): best effort, since it runs
     while another error may be on its way out (a dead process's claims lapse anyway)."""
     try:
@@ -461,7 +563,7 @@ def _release_quietly(store, item: str | None) -> None:
         pass
 
 
-def _wait_for_others(held: list, retry: Callable[[list], list], store,
+def wait_for_others(held: list, retry: Callable[[list], list], store,
                      item_of: Callable[[Any], str], what: str) -> list:
     """Call ``retry(held)`` until another process no longer holds any of ``held``; the
     items still held after each round are waited for (one notice naming their owners)."""
@@ -520,40 +622,29 @@ def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, fmt: str, p
         return _build_and_measure(v, resolve, dev, store, dev_id, fmt, work, config, summary,
                                   layer_rows, measured, to_profile, item)
     finally:
-        _release_quietly(store, item)
+        release_quietly(store, item)
 
 
 def _build_and_measure(v: Variant, resolve, dev, store, dev_id, fmt, work, config,
                        summary: SweepSummary, layer_rows: dict, measured: bool, to_profile: bool,
                        item: str) -> tuple[str, float | None, str | None]:
-    from latbench.bench.run import export_for, measure_artifact, spread_guard
-    from latbench.compress.model import compress_model
-    from latbench.data.features import layer_table
+    from latbench.bench.run import measure_artifact, spread_guard
 
     key = v.key
-    stage = "compress"
-    try:
-        t0 = time.perf_counter()
-        net = resolve(v.model)
-        if v.plan is not None:
-            net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
-        table = layer_table(net, v.input_shape)
-        t1 = time.perf_counter()
-        stage = "export"
-        artifact = export_for(dev, net, v.input_shape, work / key)
-        t2 = time.perf_counter()
-    except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
-        problem = _workdir_problem(exc, work) if stage == "export" else None
-        if problem is not None:  # ... but a full $TMPDIR fails every variant alike
-            raise WorkdirError(
-                f"cannot write models into {str(work)!r}: {problem} — {summary.kept()}; free "
-                "space there or point TMPDIR at a folder with room") from None
+    built = build_variant(v, resolve, (fmt,), work)
+    if built.workdir_problem is not None:
+        raise WorkdirError(
+            f"cannot write models into {str(work)!r}: {built.workdir_problem} — "
+            f"{summary.kept()}; free space there or point TMPDIR at a folder with room")
+    if built.failed_stage is not None:
         summary.failed += 1
-        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                          content_hash=key, plan=v.plan)
-        return "failed", None, f"{stage}: {exc}"
-    summary.seconds["compress"] += t1 - t0
-    summary.seconds["export"] += t2 - t1
+        store.add_failure(built.failed_stage, built.error, device_id=dev_id,
+                          source_model=v.model, content_hash=key, plan=v.plan)
+        return "failed", None, f"{built.failed_stage}: {built.error}"
+    table, artifact = built.table, built.artifacts[fmt]
+    t2 = time.perf_counter()
+    summary.seconds["compress"] += built.compress_s
+    summary.seconds["export"] += built.export_s
     store.renew(item)  # compressing took a while; measuring may too
     stage = "measure"
     m = None
@@ -564,10 +655,7 @@ def _build_and_measure(v: Variant, resolve, dev, store, dev_id, fmt, work, confi
                 repeats=config.repeats,
                 sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
             summary.seconds["measure"] += time.perf_counter() - t2
-            with store.transaction():
-                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                        method=v.method, content_hash=key)
-                store.add_measurement(vid, dev_id, m)
+            store_measurement(store, v, table, dev_id, m)
         if to_profile:
             stage = "profile"  # a lost device; unreadable profiles are "op_profile"
             t3 = time.perf_counter()
@@ -812,10 +900,10 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summa
             emit(label, "measured", m.median_ms)
             return True
         finally:
-            _release_quietly(store, item)
+            release_quietly(store, item)
 
     held = [(lkey, row) for lkey, row in items if not one(lkey, row, deferred=False)]
-    _wait_for_others(held, lambda hs: [h for h in hs if not one(*h, deferred=True)], store,
+    wait_for_others(held, lambda hs: [h for h in hs if not one(*h, deferred=True)], store,
                      item_of, "layers")
 
 
