@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from typing import Any
 
@@ -23,27 +21,14 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def _json_safe(obj: Any) -> Any:
-    # NaN and ±inf are not JSON (RFC 8259): jq, JavaScript and strict parsers reject
-    # Python's bare NaN/Infinity tokens. An undefined figure (a Spearman correlation of
-    # constant predictions) is null.
-    if isinstance(obj, float) or (hasattr(obj, "dtype") and getattr(obj, "shape", None) == ()
-                                  and getattr(obj.dtype, "kind", "") == "f"):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def print_json(obj: Any) -> None:
     """Print one JSON object on stdout (no rich markup, so it stays machine-readable).
 
     Non-finite numbers (NaN, ±inf) are written as ``null``, so any JSON parser reads it.
     """
-    sys.stdout.write(json.dumps(_json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
+    from latbench.jsonio import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
     sys.stdout.flush()
 
 
