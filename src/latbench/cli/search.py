@@ -102,7 +102,7 @@ def search_cmd(
     finally:
         if store is not None:
             store.close()
-        dev.close()
+        dev.__exit__(None, None, None)  # as a with block ends: a phone's pushed models removed
     doc = result.to_dict()
     if out is not None:
         from latbench.search.report import write_search_outputs

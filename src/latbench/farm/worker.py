@@ -178,10 +178,11 @@ class DeviceWorker:
             artifact.path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Close the device and remove the folder models were written to."""
+        """Close the device as a ``with`` block would (a phone's pushed models removed) and
+        remove the folder models were written to."""
         try:
             if self._dev is not None:
-                self._dev.close()
+                self._dev.__exit__(None, None, None)
         finally:
             self._dev = None
             if self._tmp is not None:
