@@ -476,15 +476,9 @@ def _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, la
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:
-    from latbench.data.features import layer_table
+    from latbench.models import check_input_shape
 
-    try:
-        layer_table(net, target.input_shape)
-    except Exception as exc:  # torch raises RuntimeError/ValueError/... for a wrong shape
-        shape = "x".join(str(s) for s in target.input_shape)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"model {target.model!r} does not run on input {shape} ({first}); "
-                             "give the input shape it takes with --input") from None
+    check_input_shape(net, target.input_shape, name=target.model)  # the one shared check
 
 
 @contextmanager

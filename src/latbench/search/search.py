@@ -145,7 +145,7 @@ class Searcher:
         progress: Callable[[str, int, int], None] | None = None,
         trust_file: bool = False,
     ) -> None:
-        from latbench.models import default_input_shape, resolve_model
+        from latbench.models import check_input_shape, default_input_shape, resolve_model
 
         self.methods = tuple(methods)
         if not self.methods:
@@ -160,6 +160,7 @@ class Searcher:
         self.shape = tuple(int(s) for s in input_shape) if input_shape else (
             default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
         self.net = copy.deepcopy(resolve_model(model, seed=seed, trust_file=trust_file)).eval()
+        check_input_shape(self.net, self.shape, name=self.name)  # a wrong --input: one line
         if isinstance(device, str):
             from latbench.devices.registry import get_device
 
