@@ -50,7 +50,7 @@ def compress_cmd(
     from latbench.compress.plan import Plan
     from latbench.compress.ranks import parse_rank_spec
     from latbench.exceptions import UserInputError
-    from latbench.models import default_input_shape, resolve_model
+    from latbench.models import check_input_shape, default_input_shape, resolve_model
 
     if plan_file is not None:
         if method or rank:
@@ -67,6 +67,7 @@ def compress_cmd(
 
         calib = load_calibration(calibration, shape)
     net = resolve_model(model, seed=seed, trust_file=trust_file)
+    check_input_shape(net, shape, name=model)  # a wrong --input: one line naming a shape it takes
     with progress_bar(show_progress(as_json), "compressing") as on_layer:
         result = compress_model(net, plan, input_shape=shape, seed=seed, calibration=calib,
                                 progress=on_layer)

@@ -25,6 +25,24 @@ def shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def _spatial(shape: tuple[int, ...], dims: int, channels: int) -> list[int]:
+    """The spatial size the user most likely meant, read from a wrong ``shape``.
+
+    ``HxW`` (no batch, no channels), ``CxHxW`` (no batch), ``NxCxH`` (a spatial size short:
+    taken square), ``NxCxHxWx...`` (one too many) keep their sizes; else 224.
+    """
+    n = len(shape)
+    if n == dims + 2 or (n > dims + 2 and shape[1] == channels):
+        return [int(s) for s in shape[2:2 + dims]]
+    if n == dims:
+        return [int(s) for s in shape]
+    if n == dims + 1 and shape[0] == channels:
+        return [int(s) for s in shape[1:]]
+    if n >= 3 and shape[1] == channels:
+        return [int(shape[-1])] * dims
+    return [224] * dims
+
+
 def _suggestion(layer: tuple[str, nn.Module] | None, shape: tuple[int, ...]) -> str:
     """An input shape the first weighted layer would take, keeping what fits of ``shape``."""
     if layer is None:
@@ -34,9 +52,7 @@ def _suggestion(layer: tuple[str, nn.Module] | None, shape: tuple[int, ...]) -> 
         f"the model is a {type(mod).__name__}"
     if isinstance(mod, nn.modules.conv._ConvNd):
         dims = len(mod.kernel_size)
-        given = shape[-dims:] if len(shape) >= dims + 1 else ()
-        spatial = [int(s) for s in given] if len(given) == dims else [224] * dims
-        example = (1, mod.in_channels, *spatial)
+        example = (1, mod.in_channels, *_spatial(shape, dims, mod.in_channels))
         if example[1:] == shape[1:] and len(shape) == dims + 2:
             return (f" (the first layer, {where}, takes this shape: a larger spatial size may "
                     "be needed by the layers after it)")
