@@ -71,7 +71,8 @@ def small_data_notes(device: str, kind: str, n_train: int, n_test: int | None = 
         notes.append(
             f"{kind} was trained on only {n_train} measurement(s) of {device}: a learned "
             f"predictor needs {MIN_TRAIN_MEASUREMENTS} or more to be trusted; measure more "
-            "variants (`bench sweep --random-plans 30`) or use --kind flops or lut")
+            f"variants (`bench sweep --device {device} --random-plans 30`) or use --kind flops "
+            "or lut")
     return notes
 
 
