@@ -182,3 +182,10 @@ def test_report_with_almost_no_data_is_one_line(capsys, tmp_path):
     code, _, err = bench(capsys, "report", "--db", str(db), "--device", "few", "--out",
                          str(tmp_path / "rep"))
     one_error_line(code, err, 2, "has 3 measurement(s)", "bench sweep --device few")
+
+
+def test_report_into_a_file_is_one_line_before_any_work(capsys, store, tmp_path):
+    (tmp_path / "afile").write_text("")
+    code, _, err = bench(capsys, "report", "--db", store["db"], "--device", "sim", "--out",
+                         str(tmp_path / "afile"))
+    one_error_line(code, err, 2, "is a file: give a folder")

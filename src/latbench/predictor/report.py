@@ -242,15 +242,30 @@ def write_report(dataset, out_dir: str | Path, *, devices: list[str], train_size
 
     ``progress(stage, done, total)`` is called as :func:`build_report` goes (see there) and
     once more with the stage ``"plots"`` before rendering.
+
+    Raises
+    ------
+    UserInputError
+        If ``out_dir`` is an existing file or cannot be created (checked before any work),
+        or a device has too few measurements (:func:`build_report`).
     """
+    from latbench.exceptions import UserInputError
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {str(out)!r} is a file: give a folder for index.html, "
+                             "metrics.md and the plots")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot create the report folder {str(out)!r}: "
+                             f"{exc.strerror or exc}") from None
     reports = [build_report(dataset, device=d, train_size=train_size, seed=seed, kinds=kinds,
                             progress=progress)
                for d in devices]
     if progress is not None:
         progress("plots", 0, 1)
     page, md, files = render_report(reports)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (out / name).write_bytes(data)
     (out / "metrics.md").write_text(md)
