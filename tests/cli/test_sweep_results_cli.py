@@ -73,6 +73,7 @@ def test_the_table_gives_each_variants_median_and_speedup_from_the_store(capsys,
     rows = {r["label"]: r for r in doc["results"]}
     assert list(rows) == ["original", "svd@0.25", "svd@0.5"]
     assert doc["noisy"] == 0 and not any(r["noisy"] for r in rows.values())
+    assert doc["noisy_advice"] is None
     orig = rows["original"]
     for r in rows.values():
         assert r["median_ms"] == pytest.approx(0.05 + r["macs"] / 1e6, rel=0.02)
@@ -112,6 +113,7 @@ def test_noisy_measurements_are_flagged_with_advice(capsys, monkeypatch, model):
     doc = json.loads(js)
     n = doc["noisy"]
     assert n >= 2 and n == sum(r["relative_iqr"] >= NOISY_RELATIVE_IQR for r in doc["results"])
+    assert doc["noisy_advice"].startswith(f"{n} of 3 measurements on sim are noisy")
     assert out.count("  noisy") == n
     advice = next(ln for ln in out.splitlines() if ln.startswith("noisy: "))
     assert f"{n} of 3 measurements on sim are noisy" in advice

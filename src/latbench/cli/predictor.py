@@ -135,10 +135,9 @@ def predict(
     """Print the predicted latency (ms) of MODEL."""
     from dataclasses import asdict
 
-    from latbench.cli._common import console, parse_shape, print_json
+    from latbench.cli._common import console, parse_shape, print_json, progress_bar, \
+        show_progress
     from latbench.predictor.apply import predict_model
-
-    from latbench.cli._common import progress_bar, show_progress
 
     shape = parse_shape(input_shape) if input_shape else None
     with progress_bar(show_progress(as_json) and plan is not None, "compressing") as on_layer:
@@ -147,7 +146,8 @@ def predict(
     if as_json:
         print_json(asdict(res))
         return
-    extra = f" ({res.missing_layers} layers estimated by the fallback)" if res.missing_layers else ""
+    extra = (f" ({res.missing_layers} of {res.n_layers} layers estimated by the fallback "
+             "regressor: not in the lookup table)") if res.missing_layers else ""
     console.print(f"{res.latency_ms:.4f} ms on {res.device}{extra}")
 
 

@@ -93,7 +93,8 @@ def sweep_cmd(
     advice = noisy_advice(results, device=device, threads=cfg.threads, adaptive=cfg.adaptive)
     nexts = suggest_next(cfg, results, device=device, db=db)
     doc = {"device": device, "db": str(db), **summary.to_dict(),
-           "noisy": sum(r.noisy for r in results), "results": [r.as_dict() for r in results],
+           "noisy": sum(r.noisy for r in results), "noisy_advice": advice,
+           "results": [r.as_dict() for r in results],
            "next": nexts}
     if as_json:
         print_json(doc)
