@@ -81,7 +81,7 @@ def test_the_table_gives_each_variants_median_and_speedup_from_the_store(capsys,
         assert r["n_samples"] == 9 and r["relative_iqr"] == pytest.approx(0, abs=1e-9)
     assert rows["svd@0.25"]["speedup"] > rows["svd@0.5"]["speedup"] > 1
     assert doc["next"][0].startswith("bench search ") and "--device sim" in doc["next"][0]
-    assert "--input 1x3x16x16" in doc["next"][0]
+    assert "--input 1x3x16x16 --threads 1 " in doc["next"][0]
     # a rerun measures nothing and shows the same table, read from the store
     code, out2, _ = bench(capsys, *sweep_args(model, "--json"))
     doc2 = json.loads(out2)

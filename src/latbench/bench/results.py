@@ -180,7 +180,8 @@ def suggest_next(config: SweepConfig, results: Sequence[VariantResult], *, devic
         model = first.model if " " not in first.model and "|" not in first.model \
             else f"'{first.model}'"
         name = Path(first.model.split(":")[0].split("@")[0]).stem
-        out.append(f"bench search {model} --device {device} --speedup {target:g}{inp} "
+        threads = f" --threads {config.threads}" if config.threads is not None else ""
+        out.append(f"bench search {model} --device {device} --speedup {target:g}{inp}{threads} "
                    f"--out search-{name}/")
     kind = "lut" if config.per_layer else ("gbm" if n >= MIN_TRAIN_MEASUREMENTS else "flops")
     out.append(f"bench predictor train --db {db} --device {device} --kind {kind} "
