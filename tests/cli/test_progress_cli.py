@@ -80,6 +80,7 @@ def test_compress_json_never_draws_progress(capsys, terminal, model):
     assert out.lstrip().startswith("{")
 
 
+@pytest.mark.slow
 def test_report_shows_each_kind_it_evaluates(capsys, terminal, tmp_path):
     csv = Path(__file__).resolve().parents[1] / "fixtures" / "nb201_sample.csv"
     from latbench.data.nb201_import import import_nb201
