@@ -121,19 +121,19 @@ def test_noisy_measurements_are_flagged_with_advice(capsys, monkeypatch, model):
 
 
 def test_a_failed_variant_is_shown_as_not_measured(capsys, monkeypatch, model):
-    import latbench.bench.run as run_mod
+    import latbench.compress.export as export_mod
     from latbench.exceptions import ExportError
 
     use_device(monkeypatch)
-    real, calls = run_mod.export_for, []
+    real, calls = export_mod.export_model, []
 
-    def export_for(*a, **k):  # the third variant (svd@0.5) cannot be exported
+    def export_model(*a, **k):  # the third variant (svd@0.5) cannot be exported
         calls.append(1)
         if len(calls) == 3:
             raise ExportError("the exporter refused it")
         return real(*a, **k)
 
-    monkeypatch.setattr(run_mod, "export_for", export_for)
+    monkeypatch.setattr(export_mod, "export_model", export_model)
     code, out, _ = bench(capsys, *sweep_args(model))
     assert code == 0
     row = next(ln for ln in out.splitlines() if " svd@0.5 " in f" {ln} ")
