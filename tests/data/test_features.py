@@ -397,20 +397,21 @@ def test_root_rows_select_everything():
 
 
 @pytest.mark.parametrize("shape", [(3, 8), (1, 2, 8, 8), (1, 3, 8), (1, 3, 1, 1, 1)])
-def test_check_runs_names_a_shape_the_model_does_not_take(shape):
-    from latbench.data.features import check_runs
+def test_check_input_shape_names_a_shape_the_model_does_not_take(shape):
     from latbench.exceptions import UserInputError
+    from latbench.models import check_input_shape
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(UserInputError, match=r"^net does not run on input .*; give the input shape"):
-        check_runs(net, shape, "net")
+    with pytest.raises(UserInputError,
+                       match=r"^model 'net' does not run on input .*; give the input shape"):
+        check_input_shape(net, shape, name="net")
 
 
-def test_check_runs_passes_a_good_shape_and_leaves_modes_alone():
-    from latbench.data.features import check_runs
+def test_check_input_shape_passes_a_good_shape_and_leaves_modes_alone():
+    from latbench.models import check_input_shape
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     net.train()
     net[1].eval()
-    check_runs(net, (1, 3, 8, 8))
+    check_input_shape(net, (1, 3, 8, 8))
     assert net.training and net[0].training and not net[1].training

@@ -770,9 +770,9 @@ def _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, la
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:
-    from latbench.data.features import check_runs
+    from latbench.models import check_input_shape
 
-    check_runs(net, target.input_shape, name=f"model {target.model!r}")
+    check_input_shape(net, target.input_shape, name=target.model)  # the one shared check
 
 
 @contextmanager

@@ -51,6 +51,7 @@ KEPT_ON_INTERRUPT: dict[str, str] = {
               "to search again",
     "compress": "nothing is kept: --save and --out are written at the end (a file being "
                 "written when Ctrl-C came may be incomplete); rerun",
+    "layers": "nothing was changed (it only reads the model)",
     "devices list": "nothing was changed",
     "devices check": "nothing was changed",
     "data summary": "nothing was changed (the database is opened read-only)",

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "compress",
     "data",
     "devices",
+    "layers",
     "predictor",
     "sweep",
     "search",

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from latbench.cli._common import TRUST_FILE_HELP, console, parse_shape, print_json
+from latbench.cli._common import TRUST_FILE_HELP, console, parse_shape, print_json, progress_bar, \
+    show_progress, spinner
 
 __all__ = ["register"]
 
@@ -49,7 +50,7 @@ def compress_cmd(
     from latbench.compress.plan import Plan
     from latbench.compress.ranks import parse_rank_spec
     from latbench.exceptions import UserInputError
-    from latbench.models import default_input_shape, resolve_model
+    from latbench.models import check_input_shape, default_input_shape, resolve_model
 
     if plan_file is not None:
         if method or rank:
@@ -66,7 +67,10 @@ def compress_cmd(
 
         calib = load_calibration(calibration, shape)
     net = resolve_model(model, seed=seed, trust_file=trust_file)
-    result = compress_model(net, plan, input_shape=shape, seed=seed, calibration=calib)
+    check_input_shape(net, shape, name=model)  # a wrong --input: one line naming a shape it takes
+    with progress_bar(show_progress(as_json), "compressing") as on_layer:
+        result = compress_model(net, plan, input_shape=shape, seed=seed, calibration=calib,
+                                progress=on_layer)
     if not result.layers:
         if result.skipped:
             name, why = result.skipped[0]
@@ -84,7 +88,8 @@ def compress_cmd(
     if out is not None:
         from latbench.compress.export import export_model
 
-        art = export_model(result.model, shape, out)
+        with spinner(show_progress(as_json), f"exporting {out}"):
+            art = export_model(result.model, shape, out)
         doc[art.format] = {"path": str(art.path), "sha256": art.sha256}
     if as_json:
         print_json(doc)

@@ -19,16 +19,19 @@ def summary(
     from rich.table import Table
 
     from latbench.cli._common import console, print_json
-    from latbench.data.store import Store
+    from latbench.data.store import Store, noisy_counts
     from latbench.exceptions import UserInputError
+    from latbench.measure.measurement import NOISY_RELATIVE_IQR
 
     if not db.is_file():
         raise UserInputError(f"latency database {str(db)!r} does not exist")
     with Store(db, read_only=True) as store:  # never changes the file (WAL mode included)
         df = store.summary()
         counts = store.counts()
+        noisy = noisy_counts(store)
     if as_json:
-        print_json({"db": str(db), "totals": counts, "groups": df.to_dict(orient="records")})
+        print_json({"db": str(db), "totals": counts, "groups": df.to_dict(orient="records"),
+                    "noisy": {d: n for d, (n, _) in noisy.items()}})
         return
     table = Table(title=f"{db}")
     short = {"source_model": "model", "n_variants": "variants", "n_measurements": "measured",
@@ -39,6 +42,11 @@ def summary(
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in rec))
     console.print(table)
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    for device, (n, total) in noisy.items():
+        if n:
+            console.print(f"noisy: {n} of {total} measurements on {device} have IQR/median ≥ "
+                          f"{NOISY_RELATIVE_IQR:.0%} (`bench data export` flags them)",
+                          markup=False, soft_wrap=True)
 
 
 def export(

@@ -29,6 +29,7 @@ def measurement_json(m: Any, model: str | None = None) -> dict[str, Any]:
         "std_ms": m.std_ms,
         "relative_iqr": m.relative_iqr,
         "confident": m.confident,
+        "noisy": m.noisy,
         "n_samples": len(m.samples_s),
         "threads": m.spec.threads,
         "stop_reason": m.extra.get("stop_reason"),
@@ -119,15 +120,19 @@ def run_cmd(
     their --help. Outputs of other releases are refused with a message saying so.
     """
     from latbench.bench.run import run_model
+    from latbench.cli._common import progress_bar, show_progress
 
-    m = run_model(model, device, threads=threads, warmup=warmup, repeats=repeats,
-                  adaptive=adaptive, max_repeats=max_repeats, max_time_s=max_time,
-                  devices_file=devices_file)
+    with progress_bar(show_progress(as_json), "timing") as bar:
+        m = run_model(model, device, threads=threads, warmup=warmup, repeats=repeats,
+                      adaptive=adaptive, max_repeats=max_repeats, max_time_s=max_time,
+                      devices_file=devices_file, progress=lambda done, total: bar("", done, total))
     if as_json:
         print_json(measurement_json(m, model))
         return
     from rich.markup import escape
     from rich.table import Table
+
+    from latbench.measure.measurement import NOISY_RELATIVE_IQR
 
     table = Table(title=escape(f"{model} on {m.spec.device} ({m.info_before.model or m.info_before.kind})"))
     for col in ("threads", "runs", "median ms", "p10 ms", "p90 ms", "IQR ms", "IQR/median"):
@@ -136,7 +141,12 @@ def run_cmd(
                   f"{m.p10_ms:.3f}", f"{m.p90_ms:.3f}", f"{m.iqr_ms:.3f}",
                   f"{m.relative_iqr:.1%}")
     console.print(table)
-    if not m.confident:
+    if m.noisy:
+        console.print(f"noisy: IQR/median is {m.relative_iqr:.1%} (≥ {NOISY_RELATIVE_IQR:.0%}): the "
+                      "median may be off; run on a quiet machine, pin fewer threads than cores "
+                      f"(--threads 1 on a loaded machine){'' if adaptive else ', try --adaptive'} "
+                      "or more --repeats", markup=False, soft_wrap=True)
+    elif not m.confident:
         console.print(f"note: IQR/median is {m.relative_iqr:.1%} (≥ {m.confidence_threshold:.0%}); "
                       "the machine may be busy — try --adaptive or more --repeats", markup=False)
 

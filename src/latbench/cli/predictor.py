@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
@@ -12,6 +14,57 @@ __all__ = ["register"]
 
 _KINDS = "flops, flops-clustered, lut, gbm, gbm-layer, gcn"
 
+FALLBACK_HELP = ("lut only: what a layer missing from the lookup table gets — error (the "
+                 "default: name it and stop) or regressor (a per-layer XGBoost trained on the "
+                 "table estimates it, and predictions say how many layers it estimated). A "
+                 "store holding models whose layers were not all measured alone needs "
+                 "regressor.")
+PARAM_HELP = ("A constructor parameter of the predictor kind, KEY=VALUE (repeatable; VALUE is "
+              "read as JSON, else as text), e.g. --param max_depth=4. An unknown KEY lists "
+              "the kind's parameters and defaults.")
+
+
+def _predictor_params(kind: str, fallback: Optional[str], items: Optional[list[str]]
+                      ) -> dict[str, Any]:
+    """``--fallback`` and ``--param KEY=VALUE`` as constructor keywords of ``kind``, checked."""
+    from latbench.exceptions import UserInputError
+    from latbench.predictor.registry import check_params, settable_params
+
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UserInputError(f"bad --param {item!r}: write KEY=VALUE, e.g. --param max_depth=4")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        params[key] = value
+    if fallback is not None:
+        if kind != "lut":
+            raise UserInputError(f"--fallback is an option of --kind lut, not {kind!r}")
+        if fallback not in ("error", "regressor"):
+            raise UserInputError(f"--fallback must be error or regressor, got {fallback!r}")
+        params["fallback"] = fallback
+    if not params:
+        return params
+    check_params(kind, params)
+    defaults = settable_params(kind)
+    for key, value in params.items():
+        want = defaults[key]
+        # Catch what the predictor's own checks would meet as a TypeError: text for a
+        # number, anything but true/false for a flag. Text defaults ("auto") may take numbers.
+        if isinstance(want, bool) and not isinstance(value, bool) or \
+                isinstance(want, (int, float)) and not isinstance(want, bool) and \
+                not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise UserInputError(f"--param {key}={value!r}: {kind} wants "
+                                 f"{'true or false' if isinstance(want, bool) else 'a number'} "
+                                 f"(default {want!r})")
+        if isinstance(want, tuple) and isinstance(value, list):
+            params[key] = tuple(value)
+    return params
+
 
 def train(
     db: Path = typer.Option(..., "--db", help="The latency database."),
@@ -20,17 +73,23 @@ def train(
     train_size: int = typer.Option(None, "--train-size", help="Train on N seeded rows (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and the model."),
     out: Path = typer.Option(..., "--out", help="Where to write the predictor."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help=FALLBACK_HELP),
+    param: Optional[list[str]] = typer.Option(None, "--param", help=PARAM_HELP),
 ) -> None:
     """Fit a latency predictor and save it (with feature-schema version and device)."""
-    from latbench.cli._common import console
+    from latbench.cli._common import console, show_progress, spinner, warn
     from latbench.data.dataset import load_dataset
     from latbench.predictor.base import save_predictor
-    from latbench.predictor.evaluate import train_predictor
+    from latbench.predictor.evaluate import small_data_notes, train_predictor
 
-    pred = train_predictor(load_dataset(db, device), device=device, kind=kind,
-                           train_size=train_size, seed=seed)
+    params = _predictor_params(kind, fallback, param)
+    with spinner(show_progress(False), f"training {kind} on the measurements of {device}"):
+        pred = train_predictor(load_dataset(db, device), device=device, kind=kind,
+                               train_size=train_size, seed=seed, params=params or None)
     save_predictor(pred, out, device=device, kind=kind)
     console.print(f"trained {kind} on {pred.n_train_} measurements of {device}; wrote {out}")
+    for note in small_data_notes(device, kind, pred.n_train_):
+        warn(note)
 
 
 def evaluate(
@@ -40,16 +99,22 @@ def evaluate(
     train_size: int = typer.Option(..., "--train-size", help="Train on N seeded rows, test on the rest."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the model."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    fallback: Optional[str] = typer.Option(None, "--fallback", help=FALLBACK_HELP),
+    param: Optional[list[str]] = typer.Option(None, "--param", help=PARAM_HELP),
 ) -> None:
     """Train on N measurements, test on all the others, print the metrics."""
-    from latbench.cli._common import console, print_json
+    from latbench.cli._common import console, print_json, show_progress, spinner, warn
     from latbench.data.dataset import load_dataset
     from latbench.predictor.evaluate import evaluate_predictor
 
-    ev = evaluate_predictor(load_dataset(db, device), device=device, kind=kind,
-                            train_size=train_size, seed=seed)
+    params = _predictor_params(kind, fallback, param)
+    with spinner(show_progress(as_json), f"training and testing {kind} on {device}"):
+        ev = evaluate_predictor(load_dataset(db, device), device=device, kind=kind,
+                                train_size=train_size, seed=seed, params=params or None)
+    for note in ev.notes:  # on stderr, also with --json
+        warn(note)
     if as_json:
-        print_json(ev.as_dict())
+        print_json({**ev.as_dict(), "notes": ev.notes})
         return
     m = ev.metrics
     console.print(f"{kind} on {device}: trained on {ev.n_train}, tested on {ev.n_test}")
@@ -70,15 +135,19 @@ def predict(
     """Print the predicted latency (ms) of MODEL."""
     from dataclasses import asdict
 
-    from latbench.cli._common import console, parse_shape, print_json
+    from latbench.cli._common import console, parse_shape, print_json, progress_bar, \
+        show_progress
     from latbench.predictor.apply import predict_model
 
     shape = parse_shape(input_shape) if input_shape else None
-    res = predict_model(predictor, model, plan_path=plan, input_shape=shape, trust_file=trust_file)
+    with progress_bar(show_progress(as_json) and plan is not None, "compressing") as on_layer:
+        res = predict_model(predictor, model, plan_path=plan, input_shape=shape,
+                            trust_file=trust_file, progress=on_layer)
     if as_json:
         print_json(asdict(res))
         return
-    extra = f" ({res.missing_layers} layers estimated by the fallback)" if res.missing_layers else ""
+    extra = (f" ({res.missing_layers} of {res.n_layers} layers estimated by the fallback "
+             "regressor: not in the lookup table)") if res.missing_layers else ""
     console.print(f"{res.latency_ms:.4f} ms on {res.device}{extra}")
 
 
@@ -104,12 +173,16 @@ def report(
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and models."),
 ) -> None:
     """Write an HTML report with plots and a Markdown metrics table."""
-    from latbench.cli._common import console
+    from latbench.cli._common import console, progress_bar, show_progress, spinner
     from latbench.data.dataset import load_dataset
     from latbench.predictor.report import write_report
 
-    page = write_report(load_dataset(db), out, devices=list(device), train_size=train_size,
-                        seed=seed)
+    # Notes on too little data come as warnings: one "warning: ..." line each on stderr.
+    with spinner(show_progress(False), f"reading {db}"):
+        dataset = load_dataset(db)
+    with progress_bar(show_progress(False), "report") as on_stage:
+        page = write_report(dataset, out, devices=list(device), train_size=train_size,
+                            seed=seed, progress=on_stage)
     console.print(f"wrote {page}")
 
 

@@ -110,19 +110,57 @@ def sweep_cmd(
         _print_farm(farm, db, as_json)
         return
     device = devices[0]
-    doc = {"device": device, "db": str(db), **summary.to_dict()}
+    from latbench.bench.results import noisy_advice, suggest_next, sweep_results
+
+    results = sweep_results(cfg, device, db)
+    advice = noisy_advice(results, device=device, threads=cfg.threads, adaptive=cfg.adaptive)
+    nexts = suggest_next(cfg, results, device=device, db=db)
+    doc = {"device": device, "db": str(db), **summary.to_dict(),
+           "noisy": sum(r.noisy for r in results), "noisy_advice": advice,
+           "results": [r.as_dict() for r in results],
+           "next": nexts}
     if as_json:
         print_json(doc)
         return
-    console.print(
-        f"{device}: {summary.measured} variants measured, {summary.skipped} already stored, "
+    say = lambda text: console.print(text, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+    _print_results(results, say)
+    say(f"{device}: {summary.measured} variants measured, {summary.skipped} already stored, "
         f"{summary.failed} failed"
         + (f"; {summary.layers_measured} layers measured alone ({summary.layers_skipped} stored"
            + (f", {summary.layers_failed} failed" if summary.layers_failed else "") + ")"
            + (f", {summary.layers_profiled} timed from op profiles" if summary.layers_profiled
               else "")
            if cfg.per_layer else "")
-        + f" → {db}", soft_wrap=True, markup=False)
+        + f" → {db}")
+    if advice:
+        say(f"noisy: {advice}")
+    if summary.failed:
+        say(f"failures are stored with their reasons: bench data summary --db {db}")
+    for i, cmd in enumerate(nexts):
+        say(("next: " if i == 0 else "then: ") + cmd)
+
+
+def _print_results(results, say) -> None:
+    """The sweep's variants: label, MACs, median, spread and speed-up over the original."""
+    if not results:
+        return
+    head = ("model", "variant", "MACs", "median ms", "IQR/med", "speed-up", "")
+    rows = []
+    for r in results:
+        from pathlib import Path as _P
+
+        name = _P(r.model).name if "/" in r.model else r.model
+        shape = "x".join(map(str, r.input_shape[2:])) if len(r.input_shape) > 2 else ""
+        rows.append((f"{name}@{shape}" if shape else name, r.label,
+                     f"{r.macs / 1e6:,.1f}M" if r.macs is not None else "-",
+                     f"{r.median_ms:.3f}" if r.median_ms is not None else "-",
+                     f"{r.relative_iqr:.0%}" if r.relative_iqr is not None else "-",
+                     f"{r.speedup:.2f}x" if r.speedup else "-",
+                     "noisy" if r.noisy else ("not measured" if r.median_ms is None else "")))
+    widths = [max(len(c[i]) for c in (head, *rows)) for i in range(len(head))]
+    for c in (head, *rows):
+        say("  ".join(v.ljust(w) if i < 2 else v.rjust(w)
+                      for i, (v, w) in enumerate(zip(c[:-1], widths))) + ("  " + c[-1] if c[-1] else ""))
 
 
 def _print_farm(farm, db: Path, as_json: bool) -> None:

@@ -181,6 +181,7 @@ def compress_model(
     probe_batch: int = 2,
     seed: int = 0,
     calibration: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> CompressionResult:
     """Return a compressed copy of ``model`` and a per-layer report; ``model`` is untouched.
 
@@ -205,6 +206,11 @@ def compress_model(
         them: its plan is one rule whose pattern names the layer the reduced tail starts
         at and whose rank is the subspace dimension (:func:`latbench.compress.ron.reduce_order`).
         For the other methods they replace the Gaussian probe of ``output_rel_error``.
+    progress : callable, optional
+        ``progress(layer_name, done, total)`` before each layer is decomposed (``done`` of
+        ``total`` layers the plan compresses are finished) and ``progress("", total, total)``
+        at the end; a CP decomposition of one large layer can take minutes. ``ron`` reports
+        its one reduction as a single step.
 
     Raises
     ------
@@ -215,10 +221,15 @@ def compress_model(
         rules, calibration data that do not fit the model, or an input shape the model
         does not run on.
     """
-    from latbench.data.features import check_runs, layer_table, model_dtype_device
+    from latbench.data.features import layer_table, model_dtype_device
 
     if RON in plan.methods:
-        return _compress_ron(model, plan, input_shape, calibration)
+        if progress is not None:
+            progress("ron", 0, 1)
+        res = _compress_ron(model, plan, input_shape, calibration)
+        if progress is not None:
+            progress("", 1, 1)
+        return res
 
     for m in plan.methods:
         METHODS.get(m)  # unknown method → error with suggestions, before any work
@@ -237,16 +248,19 @@ def compress_model(
         raise UserInputError(f"plan names layer {missing[0]!r}, which the model does not have"
                              f"{suggest(missing[0], names)}")
     shape = tuple(int(s) for s in input_shape)
-    check_runs(original, shape, f"model {type(original).__name__}")
-    table_before = layer_table(original, shape)
+    from latbench.models import input_checked
+
+    with input_checked(original, shape):  # a wrong input shape: one clear error, not torch's
+        table_before = layer_table(original, shape)
 
     decomps: dict[str, Decomposition] = {}
     skipped: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    for name, layer in candidates:
-        rule = plan.rule_for(name)
-        if rule is None or rule.method == KEEP:
-            continue
+    work = [(name, layer, rule) for name, layer in candidates
+            if (rule := plan.rule_for(name)) is not None and rule.method != KEEP]
+    for done, (name, layer, rule) in enumerate(work):
+        if progress is not None:
+            progress(name, done, len(work))
         dec = _decompose(name, layer, rule, seed, skipped)
         if dec is None:
             continue
@@ -256,6 +270,8 @@ def compress_model(
         else:
             model.set_submodule(name, dec.module)
     seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress("", len(work), len(work))
 
     table_after = layer_table(model, shape)
     macs_b = _macs_by_prefix(table_before, list(decomps))
@@ -313,9 +329,12 @@ def _compress_ron(model: nn.Module, plan: Plan, input_shape: Sequence[int],
         raise UserInputError(f"calibration samples have shape {tuple(calibration.shape[1:])} but "
                              f"input_shape is {shape}; give the model's input shape")
     original = model
-    with eval_mode(original):  # the caller's modes are left as they were
-        res = reduce_order(original, rule.rank, calibration, start=rule.pattern,
-                           **dict(rule.options))
+    from latbench.models import input_checked
+
+    with input_checked(original, shape):  # a wrong input shape: one clear error, not torch's
+        with eval_mode(original):  # the caller's modes are left as they were
+            res = reduce_order(original, rule.rank, calibration, start=rule.pattern,
+                               **dict(rule.options))
     table_before = layer_table(original, shape)
     table_after = layer_table(res.model, shape)
     modules = dict(original.named_modules())

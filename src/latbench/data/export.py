@@ -10,7 +10,7 @@ import pandas as pd
 from latbench.data.store import Store
 from latbench.exceptions import UserInputError
 
-__all__ = ["EXPORT_FORMATS", "flat_table", "export_table"]
+__all__ = ["noisy_flags", "EXPORT_FORMATS", "flat_table", "export_table"]
 
 EXPORT_FORMATS = ("csv", "parquet")
 
@@ -22,8 +22,10 @@ def flat_table(db_path: str | Path) -> pd.DataFrame:
     method, input_shape, plan`` (JSON or empty), ``runtime, runtime_version, provider,
     threads, format`` (``onnx``, ``tflite``; empty for imported latencies) ``, spec_key,
     latency_ms`` (the median), ``mean_ms, std_ms, min_ms, p10_ms, p90_ms,
-    iqr_ms, n_samples, confident, throttled, timestamp, source``, then the model-level
-    features of :func:`latbench.data.features.model_features`.
+    iqr_ms, n_samples, confident, noisy`` (IQR / median ≥
+    :data:`~latbench.measure.measurement.NOISY_RELATIVE_IQR`; empty for imported latencies)
+    ``, throttled, timestamp, source``, then the model-level features of
+    :func:`latbench.data.features.model_features`.
 
     Raises
     ------
@@ -53,7 +55,20 @@ def flat_table(db_path: str | Path) -> pd.DataFrame:
     # confident/throttled are unknown (NULL) for imported latencies: keep them nullable booleans.
     for c in ("confident", "throttled"):
         df[c] = df[c].astype("boolean")
+    df.insert(df.columns.get_loc("confident") + 1, "noisy", noisy_flags(df))
     return pd.concat([df.drop(columns="features"), feats], axis=1)
+
+
+def noisy_flags(df: pd.DataFrame) -> pd.Series:
+    """IQR / median ≥ :data:`~latbench.measure.measurement.NOISY_RELATIVE_IQR` per row of a
+    frame with ``iqr_ms``, ``n_samples`` and ``latency_ms`` (or ``median_ms``) columns, as
+    nullable booleans: unknown (NA) for a single sample (imported latencies)."""
+    from latbench.measure.measurement import NOISY_RELATIVE_IQR
+
+    med = df["latency_ms"] if "latency_ms" in df else df["median_ms"]
+    flags = (df["iqr_ms"] >= NOISY_RELATIVE_IQR * med).astype("boolean")
+    flags[df["n_samples"] <= 1] = pd.NA
+    return flags
 
 
 def export_table(db_path: str | Path, out: str | Path, fmt: str = "csv") -> int:

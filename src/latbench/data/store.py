@@ -58,6 +58,7 @@ from latbench.exceptions import StoreError, UserInputError
 
 __all__ = [
     "Store",
+    "noisy_counts",
     "shape_str",
     "parse_shape_str",
     "encode_layer_table",
@@ -1044,6 +1045,21 @@ class Store:
         out[["n_variants", "n_measurements", "n_failures"]] = (
             out[["n_variants", "n_measurements", "n_failures"]].fillna(0).astype(int))
         return out.sort_values(keys).reset_index(drop=True)
+
+
+def noisy_counts(store: Store) -> dict[str, tuple[int, int]]:
+    """Per device name: (noisy measurements, measurements with more than one sample).
+
+    Noisy: IQR / median ≥ :data:`~latbench.measure.measurement.NOISY_RELATIVE_IQR`, from the
+    stored statistics (so stores written before the flag existed are flagged too).
+    """
+    from latbench.measure.measurement import NOISY_RELATIVE_IQR
+
+    rows = store.connection.execute(
+        "SELECT d.name, SUM(m.iqr_ms >= ? * m.median_ms), count(*) FROM measurements m "
+        "JOIN devices d ON d.id = m.device_id WHERE m.n_samples > 1 GROUP BY d.name ORDER BY d.name",
+        (NOISY_RELATIVE_IQR,)).fetchall()
+    return {name: (int(n or 0), int(total)) for name, n, total in rows}
 
 
 def _model_family(source: str) -> str:

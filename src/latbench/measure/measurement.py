@@ -10,10 +10,15 @@ import numpy as np
 
 from latbench.measure.spec import BenchSpec, DeviceInfo
 
-__all__ = ["Measurement", "DEFAULT_CONFIDENCE_THRESHOLD"]
+__all__ = ["Measurement", "DEFAULT_CONFIDENCE_THRESHOLD", "NOISY_RELATIVE_IQR"]
 
 #: A measurement is "confident" when IQR / median is under this.
 DEFAULT_CONFIDENCE_THRESHOLD = 0.05
+
+#: A measurement is "noisy" when IQR / median is at least this: its median may be off by
+#: several percent, and the user is told (torch.utils.benchmark warns at the same 10 %).
+#: Between the two thresholds a measurement is neither confident nor worth a warning.
+NOISY_RELATIVE_IQR = 0.10
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,11 @@ class Measurement:
         return self.relative_iqr < self.confidence_threshold
 
     @property
+    def noisy(self) -> bool:
+        """Whether IQR / median is at least :data:`NOISY_RELATIVE_IQR` (timings too spread)."""
+        return self.relative_iqr >= NOISY_RELATIVE_IQR
+
+    @property
     def throttled(self) -> bool:
         """Whether the device reported throttling before or after the run."""
         return bool(self.info_before.state.get("throttled") or self.info_after.state.get("throttled"))
@@ -109,6 +119,8 @@ class Measurement:
             "iqr_ms": self.iqr_ms,
             "n_samples": len(self.samples_s),
             "confident": self.confident,
+            "relative_iqr": self.relative_iqr,
+            "noisy": self.noisy,
             "throttled": self.throttled,
         }
 

@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from latbench.exceptions import UserInputError
+from latbench.models._check import check_input_shape, input_checked, shape_text
 from latbench.registry import suggest
 
-__all__ = ["resolve_model", "default_input_shape", "torchvision_names"]
+__all__ = ["resolve_model", "default_input_shape", "torchvision_names", "check_input_shape",
+           "input_checked", "shape_text"]
 
 
 def torchvision_names() -> list[str]:

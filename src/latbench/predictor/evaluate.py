@@ -30,7 +30,50 @@ __all__ = [
     "evaluate_predictor",
     "learning_curve",
     "cv_select",
+    "MIN_TEST_MEASUREMENTS",
+    "MIN_TRAIN_MEASUREMENTS",
+    "small_data_notes",
 ]
+
+#: Fewer test measurements than this and the metrics say little: ±10 % moves in steps of a
+#: tenth or more, and R² and the rank correlations of a handful of points swing between
+#: seeds (of one point they are undefined, NaN).
+MIN_TEST_MEASUREMENTS = 10
+
+#: Learned predictors (``gbm``, ``gbm-layer``, ``gcn``) fitted on fewer measurements than this
+#: extrapolate wildly (a GBM trained on 11 models predicted negative latencies); the MAC
+#: lines (``flops``) and the lookup table (``lut``) need only a few.
+MIN_TRAIN_MEASUREMENTS = 30
+
+_FEW_PARAMETER_KINDS = ("flops", "flops-clustered", "lut")
+
+
+def small_data_notes(device: str, kind: str, n_train: int, n_test: int | None = None) -> list[str]:
+    """What to tell a user whose training or test set is too small to trust (may be empty).
+
+    Parameters
+    ----------
+    device, kind : str
+        For the message.
+    n_train : int
+        Measurements trained on.
+    n_test : int, optional
+        Measurements tested on (``None``: training only, as ``bench predictor train``).
+    """
+    notes = []
+    if n_test is not None and n_test < MIN_TEST_MEASUREMENTS:
+        notes.append(
+            f"{device}: tested on only {n_test} measurement(s) (trained on {n_train}): metrics "
+            f"from fewer than {MIN_TEST_MEASUREMENTS} say little (NaN for R² and the rank "
+            f"correlations of a single one); measure more variants (e.g. `bench sweep --device "
+            f"{device} --random-plans 30`) or train on fewer (--train-size)")
+    if kind not in _FEW_PARAMETER_KINDS and n_train < MIN_TRAIN_MEASUREMENTS:
+        notes.append(
+            f"{kind} was trained on only {n_train} measurement(s) of {device}: a learned "
+            f"predictor needs {MIN_TRAIN_MEASUREMENTS} or more to be trusted; measure more "
+            f"variants (`bench sweep --device {device} --random-plans 30`) or use --kind flops "
+            "or lut")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,8 @@ class Evaluation:
     y_test: np.ndarray = field(repr=False)
     y_pred: np.ndarray = field(repr=False)
     test_rows: np.ndarray = field(repr=False)
+    #: Warnings about the data (too few test or training measurements; :func:`small_data_notes`).
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Metrics plus ``kind, device, seed, n_train, n_test`` as one flat dict."""
@@ -154,7 +199,8 @@ def _evaluate(data: DeviceData, kind: str, train_size: int, seed: int,
     y_pred = pred.predict(data.batch.take(te))
     y_test = data.y[te]
     return Evaluation(kind, data.device, seed, len(tr), len(te),
-                      regression_metrics(y_test, y_pred), y_test, y_pred, te)
+                      regression_metrics(y_test, y_pred), y_test, y_pred, te,
+                      small_data_notes(data.device, kind, len(tr), len(te)))
 
 
 def evaluate_predictor(dataset_or_data, *, device: str, kind: str, train_size: int,

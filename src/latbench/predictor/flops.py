@@ -135,6 +135,8 @@ class FlopsClusteredPredictor(LatencyPredictor):
         best_k, best = 1, self.min_silhouette
         for k in range(2, min(self.max_clusters, len(np.unique(t))) + 1):
             labels = KMeans(k, n_init=10, random_state=self.random_state).fit_predict(t)
+            if not 2 <= len(np.unique(labels)) <= len(t) - 1:
+                continue  # the silhouette is defined for 2 … n-1 clusters (few measurements)
             s = silhouette_score(t, labels)
             if s > best:
                 best_k, best = k, s

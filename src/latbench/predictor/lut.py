@@ -170,7 +170,10 @@ class LUTPredictor(LatencyPredictor):
             if self.fallback_model_ is None:
                 raise PredictorError(
                     f"layer {info['keys'][0]!r} is not in the lookup table "
-                    f"({info['count']} layer(s) missing); measure it or use fallback='regressor'")
+                    f"({info['count']} layer(s) missing): measure such layers alone (`bench "
+                    "sweep --per-layer` on models that have them), or let a per-layer regressor "
+                    "estimate missing layers: train with fallback='regressor' (`bench "
+                    "predictor train --kind lut --fallback regressor`)")
             ms[miss] = np.exp(self.fallback_model_.predict(
                 layer_matrix(rows[miss]).to_numpy(dtype=float)))
         kind = _kind_index(rows)

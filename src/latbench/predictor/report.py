@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from latbench.predictor.evaluate import Evaluation, device_data, evaluate_predictor, learning_curve
+from latbench.predictor.evaluate import (MIN_TEST_MEASUREMENTS, Evaluation, device_data,
+                                         evaluate_predictor, learning_curve)
 from latbench.predictor.metrics import METRIC_KEYS
 
 __all__ = ["ReportData", "build_report", "render_report", "metrics_markdown", "write_report"]
@@ -32,30 +34,85 @@ class ReportData:
     curve: pd.DataFrame
     models: pd.DataFrame
     skipped: dict[str, str]
+    #: Warnings about the data, shown on the page (and warned when the report is built).
+    notes: list[str] = field(default_factory=list)
+
+
+#: Share of a device's measurements kept for testing when it has fewer than ``train_size``.
+TEST_SHARE = 0.3
+
+#: A device with fewer measurements than this cannot be trained and tested on at all.
+MIN_REPORT_MEASUREMENTS = 4
 
 
 def build_report(dataset, *, device: str, train_size: int = 900, seed: int = 0,
                  kinds: tuple[str, ...] = DEFAULT_KINDS,
-                 curve_sizes: tuple[int, ...] = (50, 100, 200, 500, 900)) -> ReportData:
+                 curve_sizes: tuple[int, ...] = (50, 100, 200, 500, 900),
+                 progress: Callable[[str, int, int], None] | None = None) -> ReportData:
     """Evaluate each kind on ``device`` (kinds that cannot run, e.g. ``lut`` without a
-    per-layer table, are listed in ``skipped`` with the reason)."""
-    from latbench.exceptions import LatbenchError
+    per-layer table, are listed in ``skipped`` with the reason).
+
+    A device with no more than ``train_size`` measurements is split 70/30 instead (a
+    note says so); too few test or training measurements give notes too
+    (:func:`latbench.predictor.evaluate.small_data_notes`). Each note is also warned
+    (:mod:`warnings`) as the report is built.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(stage, done, total)`` after each evaluation and learning-curve kind.
+
+    Raises
+    ------
+    UserInputError
+        If the device has fewer than :data:`MIN_REPORT_MEASUREMENTS` measurements.
+    """
+    import math
+    import warnings
+
+    from latbench.exceptions import LatbenchError, UserInputError
 
     data = device_data(dataset, device)
     n = len(data.models)
-    train_size = min(train_size, n - 1)
+    if n < MIN_REPORT_MEASUREMENTS:
+        raise UserInputError(
+            f"device {device!r} has {n} measurement(s): too few to train and test a predictor "
+            f"(at least {MIN_REPORT_MEASUREMENTS}, better {MIN_TEST_MEASUREMENTS * 4}); measure "
+            f"more variants, e.g. `bench sweep --device {device} --random-plans 30`")
+    notes: list[str] = []
+    if train_size >= n:
+        asked, train_size = train_size, n - max(1, math.ceil(TEST_SHARE * n))
+        notes.append(f"{device} has {n} measurements, not more than --train-size {asked}: "
+                     f"trained on {train_size} and tested on the other {n - train_size} "
+                     f"({TEST_SHARE:.0%})")
     evals, skipped, ok = [], {}, []
-    for kind in kinds:
+    sizes = [s for s in curve_sizes if s < n]
+    total = len(kinds) + (len(kinds) if sizes else 0)
+    for i, kind in enumerate(kinds, start=1):
+        if progress is not None:
+            progress(f"{device}: {kind}", i - 1, total)
         try:
-            evals.append(evaluate_predictor(data, device=device, kind=kind,
-                                            train_size=train_size, seed=seed))
+            ev = evaluate_predictor(data, device=device, kind=kind, train_size=train_size,
+                                    seed=seed)
+            evals.append(ev)
             ok.append(kind)
+            notes.extend(x for x in ev.notes if x not in notes)
         except LatbenchError as exc:
             skipped[kind] = str(exc)
-    sizes = [s for s in curve_sizes if s < n]
-    curve = learning_curve(data, device=device, kinds=ok, sizes=sizes, seeds=(seed,)) \
-        if ok and sizes else pd.DataFrame()
-    return ReportData(device, evals, curve, data.models, skipped)
+    curve = pd.DataFrame()
+    if ok and sizes:
+        parts = []
+        for j, kind in enumerate(ok, start=len(kinds) + 1):
+            if progress is not None:
+                progress(f"{device}: learning curve of {kind}", j - 1, total)
+            parts.append(learning_curve(data, device=device, kinds=[kind], sizes=sizes,
+                                        seeds=(seed,)))
+        curve = pd.concat(parts, ignore_index=True)
+    if progress is not None:
+        progress(f"{device}: done", total, total)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return ReportData(device, evals, curve, data.models, skipped, notes)
 
 
 def metrics_markdown(reports: list[ReportData]) -> str:
@@ -68,6 +125,10 @@ def metrics_markdown(reports: list[ReportData]) -> str:
             lines.append(f"| {e.kind} | {e.device} | {e.n_train} | {m['acc10']:.3f} | "
                          f"{m['acc5']:.3f} | {m['r2']:.3f} | {m['spearman']:.3f} | "
                          f"{m['kendall']:.3f} | {m['mape']:.2f} |")
+    notes = [n for r in reports for n in r.notes]
+    if notes:
+        lines.append("")
+        lines.extend(f"> note: {n}" for n in notes)
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +217,8 @@ def render_report(reports: list[ReportData]) -> tuple[str, str, dict[str, bytes]
             parts.append(f"<tr><td>{html.escape(e.kind)}</td><td>{e.n_train}</td>"
                          + "".join(f"<td>{e.metrics[k]:.3f}</td>" for k in METRIC_KEYS) + "</tr>")
         parts.append("</table>")
+        for note in r.notes:
+            parts.append(f"<p class='note'><b>note:</b> {html.escape(note)}</p>")
         for kind, why in r.skipped.items():
             parts.append(f"<p>skipped {html.escape(kind)}: {html.escape(why)}</p>")
         for name, png in _plots(r).items():
@@ -173,13 +236,36 @@ def _safe(name: str) -> str:
 
 
 def write_report(dataset, out_dir: str | Path, *, devices: list[str], train_size: int = 900,
-                 seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS) -> Path:
-    """Build, render and write ``index.html``, ``metrics.md`` and the PNGs into ``out_dir``."""
-    reports = [build_report(dataset, device=d, train_size=train_size, seed=seed, kinds=kinds)
-               for d in devices]
-    page, md, files = render_report(reports)
+                 seed: int = 0, kinds: tuple[str, ...] = DEFAULT_KINDS,
+                 progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Build, render and write ``index.html``, ``metrics.md`` and the PNGs into ``out_dir``.
+
+    ``progress(stage, done, total)`` is called as :func:`build_report` goes (see there) and
+    once more with the stage ``"plots"`` before rendering.
+
+    Raises
+    ------
+    UserInputError
+        If ``out_dir`` is an existing file or cannot be created (checked before any work),
+        or a device has too few measurements (:func:`build_report`).
+    """
+    from latbench.exceptions import UserInputError
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {str(out)!r} is a file: give a folder for index.html, "
+                             "metrics.md and the plots")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot create the report folder {str(out)!r}: "
+                             f"{exc.strerror or exc}") from None
+    reports = [build_report(dataset, device=d, train_size=train_size, seed=seed, kinds=kinds,
+                            progress=progress)
+               for d in devices]
+    if progress is not None:
+        progress("plots", 0, 1)
+    page, md, files = render_report(reports)
     for name, data in files.items():
         (out / name).write_bytes(data)
     (out / "metrics.md").write_text(md)

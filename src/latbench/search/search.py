@@ -221,7 +221,7 @@ class Searcher:
         progress: Callable[[str, int, int], None] | None = None,
         trust_file: bool = False,
     ) -> None:
-        from latbench.models import default_input_shape, resolve_model
+        from latbench.models import check_input_shape, default_input_shape, resolve_model
 
         self.methods = tuple(methods)
         if not self.methods:
@@ -236,9 +236,7 @@ class Searcher:
         self.shape = tuple(int(s) for s in input_shape) if input_shape else (
             default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
         self.net = copy.deepcopy(resolve_model(model, seed=seed, trust_file=trust_file)).eval()
-        from latbench.data.features import check_runs
-
-        check_runs(self.net, self.shape, f"model {self.name!r}")  # a wrong --input: exit 2, not a failed export
+        check_input_shape(self.net, self.shape, name=self.name)  # a wrong --input: one line
         if isinstance(device, str):
             from latbench.devices.registry import get_device
 
