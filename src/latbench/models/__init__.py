@@ -4,7 +4,9 @@ Accepted spellings:
 
 * a torchvision classification model name (``resnet18``, ``vgg11``, ``mobilenet_v2``, ...),
   randomly initialised — nothing is downloaded;
-* ``nb201:<arch string>`` — the NAS-Bench-201 network (see :mod:`latbench.models.nb201`);
+* ``nb201:<arch string>`` — the NAS-Bench-201 network with its dead edges removed, and
+  ``nb201-all:<arch string>`` — the same architecture as the NAS-Bench-201 reference code
+  builds it, every edge present (see :mod:`latbench.models.nb201`);
 * a path to a ``torch.save``-d ``nn.Module``.
 """
 
@@ -18,7 +20,7 @@ from torch import nn
 from latbench.exceptions import UserInputError
 from latbench.registry import suggest
 
-__all__ = ["resolve_model", "default_input_shape", "torchvision_names"]
+__all__ = ["resolve_model", "default_input_shape", "torchvision_names", "NB201_SPECS"]
 
 
 def torchvision_names() -> list[str]:
@@ -30,7 +32,12 @@ def torchvision_names() -> list[str]:
 
 def default_input_shape(spec: str) -> tuple[int, int, int, int]:
     """The natural input shape for a MODEL spelling (NB201: 32×32, otherwise 224×224)."""
-    return (1, 3, 32, 32) if spec.startswith("nb201:") else (1, 3, 224, 224)
+    return (1, 3, 32, 32) if spec.startswith(NB201_PREFIXES) else (1, 3, 224, 224)
+
+
+#: MODEL prefixes of the NAS-Bench-201 builds → their edge convention.
+NB201_SPECS = {"nb201:": "live", "nb201-all:": "all"}
+NB201_PREFIXES = tuple(NB201_SPECS)
 
 
 def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
@@ -51,12 +58,13 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
     """
     if isinstance(spec, nn.Module):
         return spec
-    if spec.startswith("nb201:"):
-        from latbench.models.nb201 import build_nb201
+    for prefix, edges in NB201_SPECS.items():
+        if spec.startswith(prefix):
+            from latbench.models.nb201 import build_nb201
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_nb201(spec[len("nb201:"):])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return build_nb201(spec[len(prefix):], edges=edges)
     path = Path(spec)
     if path.suffix in {".pt", ".pth"} or path.exists():
         if not path.is_file():
@@ -75,7 +83,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0) -> nn.Module:
     if spec not in names:
         raise UserInputError(
             f"unknown model {spec!r}{suggest(spec, names)}; give a torchvision model name, "
-            "nb201:<arch string>, or a path to a torch.save-d module"
+            "nb201:<arch string> (nb201-all:<arch string> for the reference code's graph), or a "
+            "path to a torch.save-d module"
         )
     import torchvision.models as tvm
 
