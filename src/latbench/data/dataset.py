@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from latbench.data.features import (
-    FEATURE_SCHEMA_VERSION, LAYER_COLUMNS, STRING_COLUMNS, model_features,
+    FEATURE_SCHEMA_VERSION, LAYER_COLUMNS, LEGACY_DEFAULTS, STRING_COLUMNS, model_features,
 )
 from latbench.data.store import Store, decode_layer_table
 from latbench.exceptions import UserInputError
@@ -143,11 +143,13 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
             f"FROM layer_measurements l JOIN devices d ON d.id = l.device_id {where} ORDER BY l.id",
             conn, params=args)
     if old < FEATURE_SCHEMA_VERSION:
+        lacks = ("the dataflow column (read as chains, which weakens graph-aware predictors) and "
+                 if old < 3 else "")
         warnings.warn(
             f"{str(p)!r} holds layer tables of feature schema {old} (this latbench writes "
-            f"{FEATURE_SCHEMA_VERSION}); they lack the dataflow column and are read as chains, "
-            "which weakens graph-aware predictors: re-import or re-sweep into a fresh database",
-            stacklevel=2)
+            f"{FEATURE_SCHEMA_VERSION}); they lack {lacks}the record of which graph they describe "
+            "(read as the PyTorch module's layers, nothing fused): re-import or re-sweep into a "
+            "fresh database", stacklevel=2)
     return Dataset(models=_models_frame(meas, tables), layers=_layers_frame(variants, tables),
                    layer_latency=_layer_latency_frame(lat))
 
@@ -182,9 +184,11 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
     layer_index = gather - np.repeat(first, lens)
     data: dict[str, object] = {"variant_id": np.repeat(vids, lens), "layer_index": layer_index}
     for c in LAYER_COLUMNS:
-        # Tables stored before feature schema 3 have no ``inputs``: empty (no known edges).
+        # Tables stored before feature schema 3 have no ``inputs`` (empty: no known edges),
+        # before schema 4 no ``fused``/``graph`` (module layers, nothing fused).
         col = np.concatenate([tables[t][0][c] if c in tables[t][0]
-                              else np.full(lengths[t], "", dtype=object) for t in uniq])[gather]
+                              else np.full(lengths[t], LEGACY_DEFAULTS.get(c, ""), dtype=object)
+                              for t in uniq])[gather]
         if c not in STRING_COLUMNS and col.dtype == object:
             # A model with no layers stores empty object columns; keep numbers numeric.
             col = col.astype(np.int64)
@@ -196,6 +200,9 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
 def _layer_latency_frame(lat: pd.DataFrame) -> pd.DataFrame:
     rows = [json.loads(s) for s in lat["layer"].tolist()]
     feats = pd.DataFrame(rows, columns=LAYER_COLUMNS) if rows else _empty_layers()
+    for c, v in LEGACY_DEFAULTS.items():  # layers stored before schema 4 lack these
+        if rows:
+            feats[c] = feats[c].fillna(v)
     out = pd.concat([lat[["device", "layer_key", "latency_ms"]].reset_index(drop=True),
                      feats.reset_index(drop=True)], axis=1)
     return out

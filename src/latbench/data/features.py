@@ -30,6 +30,12 @@ their tensor inputs), so a skip connection links the ``add`` to the row before t
 Runtimes that run independent branches at once (TensorFlow's inter-op pool, GPU streams) are
 bound by the longest path of this graph rather than the sum of its rows; the predictors'
 encoders compute such critical paths from it (:mod:`latbench.predictor.encode`).
+
+Since schema 4 a table also says which graph it describes: ``graph`` names it on every row
+(``"torch"`` for this module's leaf layers; ``"onnxruntime:<level>:<provider>"`` for the graph
+an ONNX Runtime session executes, :mod:`latbench.data.executed`), and ``fused`` lists what a
+runtime folded into a row's kernel (``"relu"``, ``"add+relu"``; ``""`` here, where nothing is
+fused). Tables stored under schema ≤ 3 load with ``graph = "torch"`` and ``fused = ""``.
 """
 
 from __future__ import annotations
@@ -52,17 +58,25 @@ __all__ = [
     "STRING_COLUMNS",
     "MEASURED_ALONE_OPS",
     "parse_inputs",
+    "TORCH_GRAPH",
+    "LEGACY_DEFAULTS",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
-FEATURE_SCHEMA_VERSION = 3  # 2: functional add / concat rows; 3: ``inputs`` (dataflow)
+FEATURE_SCHEMA_VERSION = 4  # 2: add/concat rows; 3: ``inputs`` (dataflow); 4: ``fused``, ``graph``
 
 LAYER_COLUMNS = [
     "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
     "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups",
     "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
-    "act_in_bytes", "act_out_bytes", "inputs",
+    "act_in_bytes", "act_out_bytes", "inputs", "fused", "graph",
 ]
+
+#: ``graph`` of a table made by :func:`layer_table` (the PyTorch module's leaf layers).
+TORCH_GRAPH = "torch"
+
+#: Values a table stored before schema 4 takes for the columns it lacks.
+LEGACY_DEFAULTS = {"inputs": "", "fused": "", "graph": TORCH_GRAPH}
 
 #: Layer kinds that can be rebuilt and timed on their own (one tensor in, one out): what a
 #: per-layer sweep measures and a lookup table looks up. BatchNorm and activations are left
@@ -71,7 +85,7 @@ LAYER_COLUMNS = [
 MEASURED_ALONE_OPS = ("conv", "dwconv", "linear", "maxpool", "avgpool")
 
 #: The string columns of a layer table (the rest are integers).
-STRING_COLUMNS = ("name", "op", "inputs")
+STRING_COLUMNS = ("name", "op", "inputs", "fused", "graph")
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid,
@@ -209,6 +223,7 @@ class _FunctionalOps(TorchFunctionMode):
 
     def add_row(self, row: dict, inputs: Sequence[torch.Tensor], out: torch.Tensor) -> None:
         row["inputs"] = ",".join(str(i) for i in sorted(self.sources(inputs)))
+        row["fused"], row["graph"] = "", TORCH_GRAPH
         self.produced(out, frozenset({len(self.rows)}))
         self.rows.append(row)
 

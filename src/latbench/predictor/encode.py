@@ -50,7 +50,7 @@ _N_LEVELS = 9  # resolution levels 0 (1×1) … 8 (256×256 and above)
 _BALANCES = (1.0, 4.0, 16.0, 64.0)
 _NUMERIC = [c for c in LAYER_COLUMNS if c not in STRING_COLUMNS]
 #: Columns a table may lack: ``inputs`` (before schema 3, or hand-made: read as a chain).
-_OPTIONAL = ("name", "inputs")
+_OPTIONAL = ("name", "inputs", "fused", "graph")
 
 
 @dataclass(frozen=True)
