@@ -265,6 +265,7 @@ def run_sweep(
     from latbench.compress import reuse_subspaces
     from latbench.compress.export import export_onnx
     from latbench.compress.model import compress_model
+    from latbench.data.executed import executed_layer_table
     from latbench.data.features import layer_table
     from latbench.data.store import Store
     from latbench.devices.registry import get_device
@@ -313,6 +314,7 @@ def run_sweep(
                 t1 = time.perf_counter()
                 stage = "export"
                 artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
+                table = executed_layer_table(dev, artifact, table, threads=config.threads)
                 t2 = time.perf_counter()
             except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
                 summary.failed += 1
