@@ -250,6 +250,7 @@ def onnx_graph_table(model: str | Path | Any, input_shape: Sequence[int], *,
                    dilation_h=1, dilation_w=1, groups=1, bias=0, macs=0, params=0,
                    weight_bytes=0, inputs=",".join(str(r) for r in sorted(srcs)), fused=fused,
                    graph=graph)
+        row["batch"] = int(ishape[0]) if ishape is not None and len(ishape) >= 2 else 1
         row["in_h"], row["in_w"] = _hw(ishape)
         row["out_h"], row["out_w"] = _hw(oshape)
         if ishape is not None and len(ishape) > 1:

@@ -35,7 +35,9 @@ Since schema 4 a table also says which graph it describes: ``graph`` names it on
 (``"torch"`` for this module's leaf layers; ``"onnxruntime:<level>:<provider>"`` for the graph
 an ONNX Runtime session executes, :mod:`latbench.data.executed`), and ``fused`` lists what a
 runtime folded into a row's kernel (``"relu"``, ``"add+relu"``; ``""`` here, where nothing is
-fused). Tables stored under schema ≤ 3 load with ``graph = "torch"`` and ``fused = ""``.
+fused), and ``batch`` is the leading (batch) dimension of the row's input, so per-sample
+costs can be told from batched ones. Tables stored under schema ≤ 3 load with
+``graph = "torch"``, ``fused = ""`` and ``batch = 1``.
 """
 
 from __future__ import annotations
@@ -69,14 +71,14 @@ LAYER_COLUMNS = [
     "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
     "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups",
     "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
-    "act_in_bytes", "act_out_bytes", "inputs", "fused", "graph",
+    "act_in_bytes", "act_out_bytes", "inputs", "fused", "graph", "batch",
 ]
 
 #: ``graph`` of a table made by :func:`layer_table` (the PyTorch module's leaf layers).
 TORCH_GRAPH = "torch"
 
 #: Values a table stored before schema 4 takes for the columns it lacks.
-LEGACY_DEFAULTS = {"inputs": "", "fused": "", "graph": TORCH_GRAPH}
+LEGACY_DEFAULTS = {"inputs": "", "fused": "", "graph": TORCH_GRAPH, "batch": 1}
 
 #: Layer kinds that can be rebuilt and timed on their own (one tensor in, one out): what a
 #: per-layer sweep measures and a lookup table looks up. BatchNorm and activations are left
@@ -139,7 +141,7 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> 
         dilation_h=1, dilation_w=1, groups=1, bias=0,
         in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=params,
         weight_bytes=weight_bytes, act_in_bytes=x.numel() * x.element_size(),
-        act_out_bytes=y.numel() * y.element_size(),
+        act_out_bytes=y.numel() * y.element_size(), batch=int(x.shape[0]) if x.dim() >= 2 else 1,
     )
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
@@ -191,6 +193,7 @@ def _functional_row(name: str, op: str, inputs: list[torch.Tensor], y: torch.Ten
         in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=0, weight_bytes=0,
         act_in_bytes=sum(t.numel() * t.element_size() for t in inputs),
         act_out_bytes=y.numel() * y.element_size(),
+        batch=int(inputs[0].shape[0]) if inputs[0].dim() >= 2 else 1,
     )
 
 

@@ -153,6 +153,7 @@ class LUTPredictor(LatencyPredictor):
 
     def _sums(self, batch: LayerBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Per model: Σ lut by kind (n_models × kinds), count looked up, elementwise MB."""
+        batch.require_layers("a lookup table")
         f, g = batch.frame, batch.group
         unfused = ~fused_mask(f, g, tuple(self.fused_ops))
         looked = unfused & f["op"].astype(str).isin(list(self.lookup_ops)).to_numpy()
