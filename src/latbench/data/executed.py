@@ -23,7 +23,9 @@ and :func:`onnx_graph_table` turns that graph into a layer table with the column
 * ``graph``: where the table came from, e.g. ``"onnxruntime:all:CPUExecutionProvider"``;
 * ``inputs``: the rows whose outputs the node reads (the dataflow graph), as in schema 3;
 * ``macs``, ``params``, bytes as :func:`~latbench.data.features.layer_table` counts them,
-  from the node's weights and the tensor shapes of one run on a zero input.
+  from the node's weights and the tensor shapes of one run on a zero input. They count the
+  work the kernel does: ONNX Runtime's NCHWc kernels (x86, level ``all``) compute on channels
+  padded to their block of 8 or 16, so a 24-channel convolution there counts 32 channels.
 
 Which graph a sweep stores is chosen by the device (:meth:`latbench.devices.base.Device.
 executed_graph`): :func:`executed_layer_table` asks it, and keeps the module's table —

@@ -305,8 +305,17 @@ class TransferPredictor(LatencyPredictor):
         }
 
     def _predict(self, batch: LayerBatch) -> np.ndarray:
-        Z = self.source_models_.log_predict(batch)
-        return np.exp(self.offset_ + (Z - self.z_mean_) @ self.weights_)
+        return self.combine(self.source_models_.log_predict(batch))
+
+    def combine(self, z: np.ndarray) -> np.ndarray:
+        """Latency in ms from the used sources' log-latencies ``z`` (columns in the order of
+        ``source_models_.names``, e.g. :meth:`SourceModels.log_predict` computed once for many
+        evaluations). No floor or range check: :meth:`predict` adds those."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != len(self.weights_):
+            raise PredictorError(f"z needs {len(self.weights_)} columns (the used sources), "
+                                 f"got shape {z.shape}")
+        return np.exp(self.offset_ + (z - self.z_mean_) @ self.weights_)
 
     def source_weights(self) -> pd.Series:
         """The weight of each used source device (what the new device is a mix of)."""
