@@ -169,3 +169,24 @@ def test_tables_of_an_older_feature_schema_load_as_chains_with_a_warning(db, tmp
     with pytest.warns(UserWarning, match="feature schema 2"):
         ds = load_dataset(path)
     assert len(ds.models) == len(load_dataset(db[0]).models)
+
+
+def test_schema_3_tables_load_as_module_graphs_at_batch_1_with_a_warning(tmp_path):
+    from latbench.data.features import layer_table
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    table = layer_table(net, (1, 3, 8, 8)).drop(columns=["fused", "graph", "batch"])
+    path = tmp_path / "v3.db"
+    with Store(path) as s:  # as latbench stored tables under feature schema 3
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        v = s.add_variant("tiny", (1, 3, 8, 8), table, content_hash="t3")
+        s.add_measurement(v, d, _measurement(1.0))
+        s.add_layer_measurement(d, table.iloc[0], _measurement(0.5))
+        s.connection.execute("UPDATE layer_tables SET feature_schema_version = 3")
+    with pytest.warns(UserWarning, match="feature schema 3.*which graph they describe"):
+        ds = load_dataset(path)
+    assert list(ds.layers.columns) == ["variant_id", "layer_index"] + LAYER_COLUMNS
+    assert set(ds.layers["graph"]) == {"torch"} and set(ds.layers["fused"]) == {""}
+    assert ds.layers["batch"].tolist() == [1, 1]
+    assert ds.layer_latency["graph"].tolist() == ["torch"] and ds.layer_latency["batch"].tolist() == [1]

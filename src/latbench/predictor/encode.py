@@ -333,6 +333,8 @@ def model_matrix(X: object) -> pd.DataFrame:
         m = runf * (level == lv) * heavy
         cols[f"fold_L{lv}_n_heavy"] = gsum(ones, m)
         cols[f"fold_L{lv}_macs_heavy"] = gsum(macs, m)
+    for t, tname in enumerate(_TOKENS):
+        cols[f"fold_n_{tname}"] = gsum(ones, runf * (tok == t))
     cols.update(_path_features(graph, op, tok, macs, moved, heavy | pool, run, gsum))
     return pd.DataFrame(cols)
 
