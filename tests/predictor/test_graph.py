@@ -104,3 +104,27 @@ def test_folding_keeps_everything_in_a_graph_without_zeroing_ops():
     from latbench.predictor.graph import folded_rows
 
     assert folded_rows(g, np.zeros(4, bool), t["op"].eq("add").to_numpy()).all()
+
+
+def test_pruning_drops_zeroing_ops_and_what_only_they_read_but_runs_ops_on_zero_inputs():
+    from latbench.data.nb201_import import NB201Featurizer
+    from latbench.predictor.graph import folded_rows
+
+    # none 0→1, conv3x3 1→3 (reads a node that only a none edge feeds), conv1x1 0→2,
+    # conv3x3 2→3... : node 1 holds zeros.
+    arch = "|none~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    t = NB201Featurizer(edges="all").table(arch)
+    b = as_layer_batch([t])
+    g = build_graph(b.frame, b.group, 1)
+    op = t["op"].to_numpy()
+    zero, add = op == "zero", op == "add"
+    pruned = folded_rows(g, zero, add, propagate=False)
+    folded = folded_rows(g, zero, add)
+    cell = t["name"].str.startswith("cells.0.").to_numpy()
+    names = lambda keep: sorted(t.loc[keep & cell, "name"])  # noqa: E731
+    # Pruned: the conv3x3 on node 1 runs; the conv1x1 into node 2 feeds only a none edge: gone;
+    # x·0 rows gone; the sums with a zero operand pass through; one real sum (skip + conv) left.
+    assert names(pruned) == ["cells.0.add#1", "cells.0.ops.4.0", "cells.0.ops.4.1",
+                             "cells.0.ops.4.2"]
+    # Folded: the conv on zeros is a constant too; the cell is the skip alone.
+    assert names(folded) == []

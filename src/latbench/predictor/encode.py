@@ -319,36 +319,41 @@ def model_matrix(X: object) -> pd.DataFrame:
             cols[f"seq_{ta}>{tc}"] = (np.bincount(pg[m], minlength=n)[:n].astype(np.float64)
                                        if m.any() else np.zeros(n))
     graph = build_graph(f, g, n)
-    run = folded_rows(graph, op == OP_KINDS.index("zero"), op == OP_KINDS.index("add")) \
-        if len(f) else np.zeros(0, dtype=bool)
-    # What survives constant folding and dead-code elimination (see graph.folded_rows).
-    runf = run.astype(np.float64)
-    cols["fold_n_layers"] = gsum(ones, runf)
-    cols["fold_log_macs"] = np.log1p(gsum(macs, runf))
-    cols["fold_log_bytes"] = np.log1p(gsum(moved, runf))
-    cols["fold_log_roofline_b16"] = np.log1p(gsum(np.maximum(macs / 16.0, moved), runf))
-    for gname, gm in (("heavy", heavy), ("pool", pool), ("light", light)):
-        cols[f"fold_n_{gname}"] = gsum(ones, runf * gm)
-    for lv in range(_N_LEVELS):
-        m = runf * (level == lv) * heavy
-        cols[f"fold_L{lv}_n_heavy"] = gsum(ones, m)
-        cols[f"fold_L{lv}_macs_heavy"] = gsum(macs, m)
-    for t, tname in enumerate(_TOKENS):
-        cols[f"fold_n_{tname}"] = gsum(ones, runf * (tok == t))
-    cols.update(_path_features(graph, op, tok, macs, moved, heavy | pool, run, gsum))
+    zero, add = op == OP_KINDS.index("zero"), op == OP_KINDS.index("add")
+    views = {}
+    # What survives pruning x·0 (and what only it consumes) and full constant folding (see
+    # graph.folded_rows): devices follow one view or the other, the learner finds which.
+    for view, propagate in (("prune", False), ("fold", True)):
+        run = folded_rows(graph, zero, add, propagate=propagate) if len(f) else np.zeros(0, dtype=bool)
+        views[view] = run
+        runf = run.astype(np.float64)
+        cols[f"{view}_n_layers"] = gsum(ones, runf)
+        cols[f"{view}_log_macs"] = np.log1p(gsum(macs, runf))
+        cols[f"{view}_log_bytes"] = np.log1p(gsum(moved, runf))
+        cols[f"{view}_log_roofline_b16"] = np.log1p(gsum(np.maximum(macs / 16.0, moved), runf))
+        for gname, gm in (("heavy", heavy), ("pool", pool), ("light", light)):
+            cols[f"{view}_n_{gname}"] = gsum(ones, runf * gm)
+        for lv in range(_N_LEVELS):
+            m = runf * (level == lv) * heavy
+            cols[f"{view}_L{lv}_n_heavy"] = gsum(ones, m)
+            cols[f"{view}_L{lv}_macs_heavy"] = gsum(macs, m)
+        for t, tname in enumerate(_TOKENS):
+            cols[f"{view}_n_{tname}"] = gsum(ones, runf * (tok == t))
+    cols.update(_path_features(graph, op, tok, macs, moved, heavy | pool, views, gsum))
     return pd.DataFrame(cols)
 
 
 def _path_features(graph, op: np.ndarray, tok: np.ndarray, macs: np.ndarray,
-                   moved: np.ndarray, work: np.ndarray, run: np.ndarray,
+                   moved: np.ndarray, work: np.ndarray, views: dict[str, np.ndarray],
                    gsum) -> dict[str, np.ndarray]:
     """Longest-path features (see :mod:`latbench.predictor.graph`)."""
     weights = {"hops": np.ones(len(op)), "work": work.astype(np.float64), "macs": macs,
                "bytes": moved}
     for bal in _BALANCES:
         weights[f"roofline_b{int(bal)}"] = np.maximum(macs / bal, moved)
-    weights["fold_work"] = work * run
-    weights["fold_roofline_b16"] = np.maximum(macs / 16.0, moved) * run
+    for view, run in views.items():
+        weights[f"{view}_work"] = work * run
+        weights[f"{view}_roofline_b16"] = np.maximum(macs / 16.0, moved) * run
     names = list(weights)
     W = np.stack([weights[k] for k in names], axis=1) if len(op) else np.zeros((0, len(names)))
     length, via = longest_paths(graph, W)

@@ -155,7 +155,8 @@ def path_rows(graph: Graph, length: np.ndarray, via: np.ndarray) -> tuple[np.nda
     return total, on[:n]
 
 
-def folded_rows(graph: Graph, zero: np.ndarray, add: np.ndarray) -> np.ndarray:
+def folded_rows(graph: Graph, zero: np.ndarray, add: np.ndarray, *,
+                propagate: bool = True) -> np.ndarray:
     """Rows a constant-folding runtime would still run (True) — a general view of dead code.
 
     A runtime that folds constants (TFLite's converter, graph compilers) computes at build
@@ -168,16 +169,20 @@ def folded_rows(graph: Graph, zero: np.ndarray, add: np.ndarray) -> np.ndarray:
     * a row is *needed* when it is the model's last row, or a non-constant producer of a
       needed row (identity sums pass the need on to their operand).
 
-    Runtimes that run the graph as written ignore this; the predictors' encoders offer both
-    views (sums over all rows and over the rows that survive folding), so a learner can tell
-    which one a device follows — NAS-Bench-201 networks measured with every edge built split
-    exactly along it (Pixel 3's TFLite runs cells whose output is a skip as if they were not
-    there).
+    With ``propagate=False`` only the zeroing ops themselves count as constant (a build that
+    drops ``x·0`` and what only it consumes, but still runs an operation whose input happens to
+    be all zeros). Runtimes that run the graph as written ignore all this; the predictors'
+    encoders offer the three views (every row, pruned, folded), so a learner can tell which
+    one a device follows — on NAS-Bench-201 networks measured with every edge built, Pixel 3's
+    TFLite runs cells whose output is a skip as if they were not there, yet still runs a
+    convolution on a node that only ``none`` edges feed.
 
     Parameters
     ----------
     zero, add : numpy.ndarray of bool, shape (n_rows,)
         Which rows are zeroing ops and which are sums of tensors.
+    propagate : bool
+        Whether rows fed only by constants are constant too.
 
     Returns
     -------
@@ -191,7 +196,7 @@ def folded_rows(graph: Graph, zero: np.ndarray, add: np.ndarray) -> np.ndarray:
     has_pred = (graph.preds < n).any(axis=1)
     for rows in graph.levels:
         p = graph.preds[rows]
-        const[rows] = zero[rows] | (has_pred[rows] & const[p].all(axis=1))
+        const[rows] = zero[rows] | (propagate & has_pred[rows] & const[p].all(axis=1))
     const = const[:n]
     live_in = ((graph.preds < n) & ~np.append(const, True)[graph.preds]).sum(axis=1)
     passthrough = add & ~const & (live_in <= 1)
