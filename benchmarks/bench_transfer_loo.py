@@ -5,7 +5,8 @@ TransferPredictor` learns from every row of the 21 other columns plus N seeded r
 (:func:`latbench.predictor.evaluate.split_indices`) and is tested on all other rows of t —
 what ``bench predictor evaluate --device t --source-devices <the others> --train-size N``
 does, with the source models fitted once (they never see t) and their predictions on t's
-models computed once per target (``TransferPredictor.combine``).
+models computed once per target (``TransferPredictor.combine``; the predictor's own model of
+t's N rows is evaluated as ``predict`` does).
 
 Beside it, on the same rows: **FLOPs** — Spearman of MACs against latency (a ranking needs no
 training) and ±10 % of a least-squares line ``a·MACs + b`` fitted to the same N rows; and
@@ -88,7 +89,8 @@ def main() -> None:
                 tr, te = split_indices(len(c.y), n, seed)
                 p = TransferPredictor(sources=sub, random_state=seed).fit(c.batch.take(tr), c.y[tr], device=t)
                 cols_used = [others.index(s) for s in p.source_models_.names]
-                rows["transfer"].append(regression_metrics(c.y[te], p.combine(Z[te][:, cols_used])))
+                own = p.own_log_predict(c.batch.take(te))
+                rows["transfer"].append(regression_metrics(c.y[te], p.combine(Z[te][:, cols_used], own)))
                 a, b = np.polyfit(macs[tr], c.y[tr], 1)
                 line = np.maximum(a * macs[te] + b, 1e-3 * c.y[tr].min())
                 rows["flops_line"].append({"acc10": within(c.y[te], line, 0.1), "spearman": spearman(c.y[te], line)})

@@ -41,9 +41,12 @@ def planted():
 
 def test_ten_measurements_of_a_mix_of_known_devices_are_enough(planted):
     sources, Xn, yn = planted
-    p = TransferPredictor(sources=sources).fit(Xn[:10], yn[:10], device="new")
+    p = TransferPredictor(sources=sources, own_model=False).fit(Xn[:10], yn[:10], device="new")
     m = regression_metrics(yn[10:], p.predict(Xn[10:]))
     assert m["acc10"] >= 0.95 and m["spearman"] >= 0.98
+    # With the own model in the mix the result is as good (it finds little to add).
+    both = TransferPredictor(sources=sources).fit(Xn[:10], yn[:10])
+    assert regression_metrics(yn[10:], both.predict(Xn[10:]))["acc10"] >= 0.95
     w = p.source_weights()
     assert list(w.index) == ["a", "b"]
     assert w["a"] == pytest.approx(0.6, abs=0.15) and w["b"] == pytest.approx(0.4, abs=0.15)
@@ -57,6 +60,23 @@ def test_more_rows_do_not_hurt_and_source_data_is_fitted_when_given_raw(planted)
            "b": (X, np.array([_other_device(t) for t in X]))}
     p = TransferPredictor(sources=raw).fit(Xn[:50], yn[:50])
     assert regression_metrics(yn[50:], p.predict(Xn[50:]))["acc10"] >= 0.95
+
+
+def test_the_own_model_joins_from_eight_rows_and_predicts_as_its_gbm(planted):
+    from latbench.predictor.gbm import GBMPredictor
+    from latbench.predictor.transfer import OWN, OWN_MIN_ROWS
+
+    sources, Xn, yn = planted
+    few = TransferPredictor(sources=sources, min_coverage=0.0).fit(Xn[:OWN_MIN_ROWS - 1],
+                                                                    yn[:OWN_MIN_ROWS - 1])
+    assert few.own_model_ is None and OWN not in few.source_weights().index
+    p = TransferPredictor(sources=sources, random_state=3).fit(Xn[:30], yn[:30])
+    assert list(p.source_weights().index) == ["a", "b", OWN]
+    own = GBMPredictor(random_state=3).fit(Xn[:30], yn[:30])
+    np.testing.assert_allclose(np.exp(p.own_log_predict(Xn[30:40])), own.predict(Xn[30:40]), rtol=1e-5)
+    off = TransferPredictor(sources=sources, own_model=False).fit(Xn[:30], yn[:30])
+    assert off.own_model_ is None
+    json.dumps(p.own_model_)
 
 
 def test_two_rows_fall_back_to_the_sources_mean_shifted_onto_the_new_device(planted):

@@ -43,7 +43,7 @@ from latbench.exceptions import PredictorError, UserInputError
 from latbench.predictor.base import MACS_MARGIN, LatencyPredictor, training_range
 from latbench.predictor.encode import LayerBatch, as_layer_batch, model_matrix, model_matrix_columns
 
-__all__ = ["SourceModels", "TransferPredictor", "SOURCE_PARAMS", "RIDGE_GRID"]
+__all__ = ["SourceModels", "TransferPredictor", "SOURCE_PARAMS", "RIDGE_GRID", "OWN_MIN_ROWS"]
 
 #: XGBoost parameters of the per-source models (trained on thousands of rows each).
 SOURCE_PARAMS = {"n_estimators": 300, "max_depth": 6, "learning_rate": 0.1, "subsample": 0.8,
@@ -51,6 +51,15 @@ SOURCE_PARAMS = {"n_estimators": 300, "max_depth": 6, "learning_rate": 0.1, "sub
 
 #: Ridge penalties (per unit of the N rows) tried by leave-one-out for the non-negative mix.
 RIDGE_GRID = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
+
+#: The new device's own ``gbm`` joins the mix from this many measured rows on.
+OWN_MIN_ROWS = 8
+
+#: Folds of the out-of-fold predictions the own model enters the mix with.
+_OWN_FOLDS = 5
+
+#: Name of the own model in :meth:`TransferPredictor.source_weights`.
+OWN = "(own features)"
 
 Progress = Callable[[str, int, int], None]
 
@@ -210,6 +219,33 @@ def _loo_lambda(Z: np.ndarray, t: np.ndarray, grid: Sequence[float]) -> tuple[fl
     return best, scores
 
 
+def _gbm_state(pred) -> dict:
+    """A fitted :class:`~latbench.predictor.gbm.GBMPredictor` as JSON-able values."""
+    ridge = None
+    if pred.ridge_ is not None:
+        ridge = {"coef": pred.ridge_.coef_.tolist(), "intercept": float(pred.ridge_.intercept_),
+                 "keep": pred.keep_.tolist(), "mean": pred.mean_.tolist(), "scale": pred.scale_.tolist()}
+    return {"booster": pred.booster_.get_booster().save_raw("json").decode(), "ridge": ridge,
+            "feature_names": list(pred.feature_names_)}
+
+
+def _gbm_log_predict(state: dict, batch: LayerBatch, cache: dict) -> np.ndarray:
+    """``log`` latency from :func:`_gbm_state` (what ``GBMPredictor`` with a log target gives)."""
+    M = model_matrix(batch)
+    if list(M.columns) != state["feature_names"]:
+        raise PredictorError("the own model was trained on other features; refit it")
+    X = M.to_numpy(dtype=np.float64)
+    if "booster" not in cache:
+        cache["booster"] = _booster(state["booster"])
+    out = cache["booster"].inplace_predict(X).astype(np.float64)
+    r = state["ridge"]
+    if r is not None:
+        keep = np.asarray(r["keep"], dtype=bool)
+        out = out + ((X[:, keep] - np.asarray(r["mean"])) / np.asarray(r["scale"])) @ np.asarray(r["coef"]) \
+            + r["intercept"]
+    return out
+
+
 class TransferPredictor(LatencyPredictor):
     """Latency on a new device from N of its measurements and source devices' many (see the
     module notes for the method and why).
@@ -222,6 +258,10 @@ class TransferPredictor(LatencyPredictor):
     min_coverage : float
         A source is used when at least this share of the new device's training models lies
         within its training MACs range.
+    own_model : bool
+        From :data:`OWN_MIN_ROWS` rows on, a ``gbm`` on the new device's own rows joins the
+        mix (entering the fit with out-of-fold predictions, so it weighs only what it
+        predicts on rows it has not seen): what a device unlike every source needs.
     ridge_grid : sequence of float
         Ridge penalties tried by leave-one-out for the non-negative mix.
     source_params : dict, optional
@@ -233,9 +273,12 @@ class TransferPredictor(LatencyPredictor):
     ----------
     source_models_ : SourceModels
         The sources used (JSON-able).
-    weights_ : ndarray, shape (n_used,)
-        Non-negative weight of each used source's log-latency.
-    z_mean_ : ndarray, shape (n_used,)
+    weights_ : ndarray, shape (n_used,) or (n_used + 1,)
+        Non-negative weight of each used source's log-latency (and last, of the own model's).
+    own_model_ : dict or None
+        The new device's own ``gbm`` as JSON-able values (``None`` below
+        :data:`OWN_MIN_ROWS` rows or with ``own_model=False``).
+    z_mean_ : ndarray
     offset_ : float
         ``log latency = offset_ + (z − z_mean_) · weights_``.
     ridge_ : float
@@ -245,10 +288,12 @@ class TransferPredictor(LatencyPredictor):
     """
 
     def __init__(self, *, sources: Mapping[str, tuple[Any, Any]] | SourceModels | None = None,
-                 min_coverage: float = 0.9, ridge_grid: Sequence[float] = RIDGE_GRID,
+                 min_coverage: float = 0.9, own_model: bool = True,
+                 ridge_grid: Sequence[float] = RIDGE_GRID,
                  source_params: dict | None = None, n_jobs: int = 1, random_state: int = 0) -> None:
         self.sources = sources
         self.min_coverage = min_coverage
+        self.own_model = own_model
         self.ridge_grid = ridge_grid
         self.source_params = source_params
         self.n_jobs = n_jobs
@@ -279,6 +324,10 @@ class TransferPredictor(LatencyPredictor):
         self.source_models_ = sm.subset(used)
         Z = self.source_models_.log_predict(batch)
         t = np.log(y)
+        self.own_model_ = None
+        if self.own_model and len(t) >= OWN_MIN_ROWS:
+            oof, self.own_model_ = self._own(batch, y)
+            Z = np.column_stack([Z, oof])
         if len(t) >= 3:
             self.ridge_, self.ridge_scores_ = _loo_lambda(Z, t, self.ridge_grid)
             self.weights_, self.z_mean_, self.offset_ = _nnls_fit(Z, t, self.ridge_)
@@ -304,20 +353,53 @@ class TransferPredictor(LatencyPredictor):
             "graphs": sorted(set(own["graphs"]).union(*(r["graphs"] for r in rs))),
         }
 
-    def _predict(self, batch: LayerBatch) -> np.ndarray:
-        return self.combine(self.source_models_.log_predict(batch))
+    def _own(self, batch: LayerBatch, y: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Out-of-fold log-predictions of a ``gbm`` on the N rows, and its state on all N."""
+        from sklearn.model_selection import KFold
 
-    def combine(self, z: np.ndarray) -> np.ndarray:
+        from latbench.predictor.gbm import GBMPredictor
+
+        oof = np.zeros(len(y))
+        folds = KFold(min(_OWN_FOLDS, len(y)), shuffle=True, random_state=self.random_state)
+        for a, b in folds.split(np.arange(len(y))):
+            g = GBMPredictor(random_state=self.random_state, n_jobs=self.n_jobs)
+            g.fit(batch.take(a), y[a])
+            oof[b] = np.log(g._predict(batch.take(b)))
+        g = GBMPredictor(random_state=self.random_state, n_jobs=self.n_jobs).fit(batch, y)
+        return oof, _gbm_state(g)
+
+    def own_log_predict(self, X: Any) -> np.ndarray | None:
+        """The own model's log-latency of each model of ``X`` (``None`` when there is none)."""
+        self._check_fitted()
+        if self.own_model_ is None:
+            return None
+        return _gbm_log_predict(self.own_model_, as_layer_batch(X), self.__dict__.setdefault("_own_cache", {}))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_own_cache", None)  # the loaded booster is rebuilt from the JSON
+        return state
+
+    def _predict(self, batch: LayerBatch) -> np.ndarray:
+        return self.combine(self.source_models_.log_predict(batch), self.own_log_predict(batch))
+
+    def combine(self, z: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
         """Latency in ms from the used sources' log-latencies ``z`` (columns in the order of
         ``source_models_.names``, e.g. :meth:`SourceModels.log_predict` computed once for many
-        evaluations). No floor or range check: :meth:`predict` adds those."""
+        evaluations) and, when the predictor has one, the own model's (:meth:`own_log_predict`).
+        No floor or range check: :meth:`predict` adds those."""
         z = np.asarray(z, dtype=np.float64)
-        if z.ndim != 2 or z.shape[1] != len(self.weights_):
-            raise PredictorError(f"z needs {len(self.weights_)} columns (the used sources), "
-                                 f"got shape {z.shape}")
+        n_src = len(self.source_models_.names)
+        if z.ndim != 2 or z.shape[1] != n_src:
+            raise PredictorError(f"z needs {n_src} columns (the used sources), got shape {z.shape}")
+        if self.own_model_ is not None:
+            if own is None:
+                raise PredictorError("this predictor mixes in its own model: give own=")
+            z = np.column_stack([z, np.asarray(own, dtype=np.float64).reshape(-1)])
         return np.exp(self.offset_ + (z - self.z_mean_) @ self.weights_)
 
     def source_weights(self) -> pd.Series:
         """The weight of each used source device (what the new device is a mix of)."""
         self._check_fitted()
-        return pd.Series(self.weights_, index=self.source_models_.names, name="weight")
+        names = self.source_models_.names + ([OWN] if self.own_model_ is not None else [])
+        return pd.Series(self.weights_, index=names, name="weight")
