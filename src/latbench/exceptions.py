@@ -17,11 +17,13 @@ __all__ = [
     "UserInputError",
     "DeviceError",
     "DeviceTimeoutError",
+    "OpProfileError",
     "StoreError",
     "PredictorError",
     "NotFittedPredictorError",  # noqa: F822 (built on first use by __getattr__)
     "ExportError",
     "OutOfRangeWarning",
+    "MissingExtraError",
     "RunnerOutputError",
     "ConnectionDroppedError",
 ]
@@ -49,6 +51,11 @@ class DeviceTimeoutError(DeviceError):
     """A command or transfer on the device exceeded its timeout (it may still be running)."""
 
 
+class OpProfileError(DeviceError):
+    """The runner ran but printed no per-operator profile latbench reads (a build without
+    op profiling, or a profile format of a release latbench does not know)."""
+
+
 class StoreError(LatbenchError, RuntimeError):
     """The latency database has a wrong schema, is corrupt, or cannot be written."""
 
@@ -68,6 +75,28 @@ class OutOfRangeWarning(UserWarning):
 
 class ExportError(LatbenchError):
     """The model could not be exported (ONNX or TFLite)."""
+
+
+class MissingExtraError(UserInputError):
+    """An optional dependency is not installed; the message is one line naming the pip extra.
+
+    Parameters
+    ----------
+    extra : str
+        The latbench extra that installs it (``tflite``, ``gpu``, ``usb``).
+    needs : str
+        The missing distribution(s), e.g. ``"litert-torch"``.
+    what : str
+        What the user asked for that needs it, e.g. ``"TFLite export"``.
+    """
+
+    def __init__(self, extra: str, needs: str, what: str) -> None:
+        self.extra, self._parts = extra, (extra, needs, what)
+        super().__init__(f"{what} needs {needs}, which is not installed: "
+                         f"pip install \"latbench[{extra}]\"")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self._parts)
 
 
 class RunnerOutputError(ValueError):

@@ -217,7 +217,8 @@ def test_a_model_that_cannot_be_exported_fails_alone(model: str, tmp_path: Path)
     bad = tmp_path / "fft.pt"
     torch.save(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FFTReal()).eval(), bad)
     cfg = SweepConfig((Target(str(bad), SHAPE, ("svd",), (0.5,)),
-                       Target(model, SHAPE, ("svd",), (0.5,))), threads=1, warmup=1, repeats=3)
+                       Target(model, SHAPE, ("svd",), (0.5,))), threads=1, warmup=1, repeats=3,
+                      trust_file=True)  # FFTReal is this test's own class: full unpickling
     db = tmp_path / "lat.db"
     summary = run_sweep(cfg, "cpu", db)
     assert (summary.measured, summary.failed) == (2, 2)
@@ -462,3 +463,44 @@ def test_ctrl_c_keeps_every_committed_row_and_a_rerun_finishes(model: str, tmp_p
     summary = run_sweep(cfg, "cpu", db)
     assert (summary.skipped, summary.measured) == (2, 1)
     assert_each_once(db, expected_keys(cfg))
+
+
+def test_each_model_and_its_eigendecompositions_are_released_before_the_next(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    from latbench.compress import _linalg
+
+    paths = []
+    for tag, width in (("a", 16), ("b", 24)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(width, width, 3, padding=1), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(width, 10)).eval()
+        net.tag = tag  # survives torch.save, deepcopy and compression
+        paths.append(str(tmp_path / f"{tag}.pt"))
+        torch.save(net, paths[-1])
+    cfg = SweepConfig(tuple(Target(p, SHAPE, ("tucker2", "svd"), (0.25, 0.5)) for p in paths),
+                      threads=1, warmup=1, repeats=3, adaptive=False)
+    order = [Path(v.model).stem for v in plan_sweep(cfg, lambda spec: None)]
+    seen: list[tuple[str, set[str], bool]] = []
+    caches: dict[str, weakref.ref] = {}
+
+    def on_event(ev: SweepEvent) -> None:
+        tag = order[ev.done - 1]
+        gc.collect()
+        alive = {getattr(o, "tag", None) for o in gc.get_objects() if isinstance(o, nn.Module)}
+        if _linalg._CACHE is not None:
+            caches.setdefault(tag, weakref.ref(_linalg._CACHE))
+        seen.append((tag, alive - {None}, caches["a"]() is not None))
+
+    summary = run_sweep(cfg, "cpu", tmp_path / "lat.db", progress=on_event)
+    assert summary.measured == len(order) == 10
+    assert [t for t, _, _ in seen] == order
+    a_events = [(alive, cache_a) for t, alive, cache_a in seen if t == "a"]
+    assert all(alive == {"a"} and cache_a for alive, cache_a in a_events[:-1])
+    # a model's last event comes once it is released: no module, no cached eigendecomposition
+    assert a_events[-1] == (set(), False)
+    assert all(alive <= {"b"} and not cache_a for t, alive, cache_a in seen if t == "b")
+    assert {"b"} in [alive for t, alive, _ in seen if t == "b"]
+    assert _linalg._CACHE is None

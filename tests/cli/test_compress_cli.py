@@ -64,3 +64,38 @@ def test_version_and_help(capsys):
     assert code in (0, None) and out.startswith("latbench ")
     code, out, _ = run(capsys, "--help")
     assert "compress" in out and "sweep" in out
+
+
+def test_cp_ratio_through_the_cli_reaches_the_asked_compression(capsys):
+    # ResNet-18 layer1.0.conv1: Conv2d(64, 64, 3, bias=False), 36,864 parameters; cp at rank r
+    # keeps r (64 + 3 + 3 + 64) = 134 r, so ratio=2 is rank 137 (18,358), not the 64-channel cap
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CP-ALS on a shared 2-core machine: one thread is fastest
+    try:
+        code, out, _ = run(capsys, "compress", "resnet18", "--method", "cp", "--rank", "ratio=2",
+                           "--layers", "layer1.0.conv1", "--input", "1x3x32x32", "--json")
+    finally:
+        torch.set_num_threads(threads)
+    assert code in (0, None)
+    (layer,) = json.loads(out)["layers"]
+    assert layer["rank"] == [137] and layer["params_after"] == 134 * 137
+    assert round(layer["params_before"] / layer["params_after"], 2) == 2.01
+
+
+def test_a_saved_single_conv_compresses_through_the_cli(capsys, tmp_path):
+    path = tmp_path / "conv.pt"
+    torch.save(torch.nn.Conv2d(8, 16, 3), path)
+    code, out, _ = run(capsys, "compress", str(path), "--method", "svd", "--rank", "4",
+                       "--input", "1x8x6x6", "--out", str(tmp_path / "c.onnx"))
+    assert code in (0, None)
+    assert "(the model)" in out and (tmp_path / "c.onnx").stat().st_size > 0
+
+
+def test_a_model_whose_matched_layers_were_all_skipped_says_why(capsys, tmp_path):
+    path = tmp_path / "deconv.pt"
+    torch.save(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 8, 3)), path)
+    code, _, err = run(capsys, "compress", str(path), "--method", "svd", "--rank", "0.5",
+                       "--input", "1x4x6x6")
+    assert code == 2
+    assert "1 matched but svd left them as they were" in err and "transposed convolution" in err
+    assert "Traceback" not in err

@@ -132,7 +132,7 @@ def test_devices_list_json(capsys: pytest.CaptureFixture, isolated: Path) -> Non
     code, out, _ = bench(capsys, "devices", "list", "--json", "--devices", str(f))
     assert code == 0
     rows = {d["name"]: d for d in json.loads(out)["devices"]}
-    assert list(rows) == ["cpu", "cuda", "pixel"]
+    assert list(rows) == ["cpu", "cuda", "litert", "pixel"]
     assert rows["cpu"]["available"] is True and rows["pixel"]["kind"] == "adb"
     assert rows["pixel"]["options"] == {"host": "10.0.0.2:5555"}
 

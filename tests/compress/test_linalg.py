@@ -64,3 +64,48 @@ def test_cached_factors_of_tall_and_grouped_matrices_match_fresh_ones():
         for pa, pb in zip(a.module.parameters(), b.module.parameters()):
             assert pa.shape == pb.shape
             assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_content_key_is_the_content_not_the_storage():
+    torch.manual_seed(0)
+    w = torch.randn(6, 5)
+    assert _linalg.content_key(w) == _linalg.content_key(w.clone())
+    assert _linalg.content_key(w) == _linalg.content_key(w.t().contiguous().t())  # strides
+    assert _linalg.content_key(w) != _linalg.content_key(w.reshape(5, 6))  # shape
+    assert _linalg.content_key(w) != _linalg.content_key(w.double())  # dtype
+    assert _linalg.content_key(w.bfloat16()) == _linalg.content_key(w.bfloat16())
+    v = w.clone()
+    v[0, 0] += 1e-6
+    assert _linalg.content_key(v) != _linalg.content_key(w)
+
+
+def test_an_in_place_edit_inside_the_block_is_seen():
+    torch.manual_seed(0)
+    lin = nn.Linear(30, 20)
+    with _linalg.reuse_subspaces():
+        before = SVD.decompose(lin, 4).rel_error
+        with torch.no_grad():
+            lin.weight.mul_(torch.linspace(0.1, 3.0, 30))  # same storage, new version
+        after = SVD.decompose(lin, 4).rel_error
+    assert after == pytest.approx(SVD.decompose(lin, 4).rel_error, rel=1e-9)
+    assert after != pytest.approx(before, rel=1e-3)
+
+
+def test_the_cache_holds_no_tensor_it_was_given():
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    with _linalg.reuse_subspaces():
+        lin = nn.Linear(64, 48)
+        SVD.decompose(lin, 4)
+        TUCKER.decompose(nn.Conv2d(8, 8, 3), (2, 2))
+        weight = weakref.ref(lin.weight)
+        del lin
+        gc.collect()
+        assert weight() is None  # nothing in the cache kept the layer's weight alive
+        cache = _linalg._CACHE
+        held = cache.nbytes()
+        # what is held is the decompositions: eigenvectors and projections, float64
+        assert 0 < held <= 8 * (48 * 48 + 48 * 64) + 8 * (2 * 8 * 8 + 8 * 8)
+        assert all(entry[0].expired() for entry in cache.keys.values())

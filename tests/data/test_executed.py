@@ -146,3 +146,22 @@ def test_no_warning_for_a_plain_graph(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _graph(_net(), (1, 3, 8, 8), tmp_path, "basic")
+
+
+def test_compute_no_formula_counts_is_named_in_uncounted_never_a_silent_zero(tmp_path):
+    # A transposed conv (and any compute kernel without a MAC formula here) keeps macs = 0
+    # but says so; counted kernels and data movement have uncounted = "".
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                        nn.ConvTranspose2d(8, 4, 2, stride=2)).eval()
+    for level in ("disable", "all"):
+        got, module = _graph(net, (1, 3, 8, 8), tmp_path, level)
+        assert got.loc[got["op"] == "convtranspose", "uncounted"].tolist() == ["ConvTranspose"]
+        assert got.loc[got["op"] == "convtranspose", "macs"].tolist() == [0]
+        conv = got[got["op"] == "conv"]
+        assert conv["uncounted"].tolist() == [""] and conv["macs"].iloc[0] > 0
+        if level == "disable":  # (at "all" x86 NCHWc kernels may pad channels to their block)
+            assert conv["macs"].tolist() == [3 * 8 * 9 * 64]
+        assert set(got.loc[~got["op"].isin(["convtranspose"]), "uncounted"]) == {""}
+    # the module's own table counts the transposed conv (FlopCounterMode): 8·4·2·2·8·8
+    assert module.loc[module["op"] == "convtranspose", "macs"].tolist() == [8 * 4 * 4 * 64]

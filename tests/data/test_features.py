@@ -248,3 +248,148 @@ def test_inputs_of_in_place_residual_and_shared_input():
     for i, v in enumerate(t["inputs"]):
         srcs = parse_inputs(v)
         assert (i == 0) == (srcs == []) and all(s < i for s in srcs)
+
+
+# ------------------------------------------------ every compute op counted (schema 4)
+def _flop_counter_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.eval()(torch.zeros(shape))
+    return fc.get_total_flops() // 2
+
+
+def test_conv1d_is_a_height_one_conv_with_its_macs():
+    # 8→16, k=5, stride 2, pad 2 on length 100 → length 50
+    r = _one(nn.Conv1d(8, 16, 5, stride=2, padding=2), (1, 8, 100))
+    assert (r.op, r.in_channels, r.out_channels) == ("conv", 8, 16)
+    assert (r.kernel_h, r.kernel_w, r.stride_h, r.stride_w, r.pad_h, r.pad_w) == (1, 5, 1, 2, 0, 2)
+    assert (r.in_h, r.in_w, r.out_h, r.out_w) == (1, 100, 1, 50)
+    assert r.macs == 16 * 50 * 8 * 5 and r.params == 16 * 8 * 5 + 16 and r.uncounted == ""
+    dw = _one(nn.Conv1d(6, 6, 3, groups=6), (2, 6, 10))
+    assert dw.op == "dwconv" and dw.macs == 2 * 6 * 8 * 3
+
+
+def test_conv3d_and_transposed_convs_count_their_macs():
+    r = _one(nn.Conv3d(3, 8, 3, padding=(0, 1, 1)), (1, 3, 6, 8, 8))
+    assert r.op == "conv3d" and (r.kernel_h, r.kernel_w, r.pad_h, r.out_h) == (3, 3, 1, 8)
+    assert r.macs == 8 * (4 * 8 * 8) * 3 * 27
+    # a transposed conv multiplies every input element by every weight of its group
+    t = _one(nn.ConvTranspose2d(4, 8, 3, stride=2, padding=1, output_padding=1), (1, 4, 5, 5))
+    assert t.op == "convtranspose" and (t.out_h, t.out_w, t.stride_h) == (10, 10, 2)
+    assert t.macs == 4 * 25 * 8 * 9
+    t1 = _one(nn.ConvTranspose1d(4, 6, 4, stride=2, groups=2), (1, 4, 7))
+    assert t1.macs == 4 * 7 * (6 // 2) * 4
+
+
+def test_a_conv1d_model_counts_and_matches_torchs_counter():
+    model = nn.Sequential(nn.Conv1d(12, 64, 7, padding=3), nn.BatchNorm1d(64), nn.ReLU(),
+                          nn.Conv1d(64, 128, 5, stride=2, padding=2), nn.ReLU(),
+                          nn.Conv1d(128, 128, 3, padding=1, groups=128), nn.AdaptiveAvgPool1d(1),
+                          nn.Flatten(), nn.Linear(128, 5))
+    t = layer_table(model, (1, 12, 250))
+    expected = 64 * 250 * 12 * 7 + 128 * 125 * 64 * 5 + 128 * 125 * 3 + 5 * 128
+    assert t["macs"].sum() == expected == _flop_counter_macs(model, (1, 12, 250))
+    assert t["op"].tolist()[:6] == ["conv", "bn", "act", "conv", "act", "dwconv"]
+
+
+def test_functional_conv_with_its_own_parameter():
+    class Leaf(nn.Module):  # no children: one row of its own type, its MACs and weight
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8, 4, 3, 3))
+
+        def forward(self, x):
+            return F.conv2d(x, self.w, padding=1)
+
+    class Block(nn.Module):  # children too: the functional conv is a row of its own
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 4, 3, 3))
+            self.bn = nn.BatchNorm2d(6)
+
+        def forward(self, x):
+            return self.bn(F.conv2d(x, self.w, stride=2, groups=2))
+
+    import torch.nn.functional as F
+
+    t = layer_table(nn.Sequential(Leaf(), Block()), (1, 4, 9, 9))
+    assert t["name"].tolist() == ["0", "1.conv#0", "1.bn"]
+    leaf, conv = t.iloc[0], t.iloc[1]
+    assert (leaf.op, leaf.macs, leaf.params) == ("leaf", 8 * 81 * 4 * 9, 8 * 4 * 9)
+    assert (conv.op, conv.in_channels, conv.out_channels, conv.groups) == ("conv", 8, 6, 2)
+    assert (conv.kernel_h, conv.stride_h, conv.out_h, conv.params) == (3, 2, 4, 6 * 4 * 9)
+    assert conv.macs == 6 * 16 * 4 * 9 and conv.inputs == "0"
+
+
+def test_matmul_attention_and_attention_modules_are_counted():
+    import torch.nn.functional as F
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x):
+            a = torch.softmax(torch.matmul(self.q(x), self.k(x).transpose(-1, -2)), -1)
+            return a @ self.v(x)
+
+    t = layer_table(Attn(), (2, 10, 16))
+    assert t["op"].tolist() == ["linear", "linear", "matmul", "linear", "matmul"]
+    assert t["macs"].tolist() == [2 * 10 * 16 * 16] * 2 + [2 * 10 * 10 * 16] + [2 * 10 * 16 * 16] \
+        + [2 * 10 * 10 * 16]
+    assert t.iloc[2].inputs == "0,1" and t.iloc[4].inputs == "2,3"
+
+    class Sdpa(nn.Module):
+        def forward(self, x):
+            q = x.unflatten(-1, (2, 8)).transpose(1, 2)  # (batch, heads, length, 8)
+            return F.scaled_dot_product_attention(q, q, q)
+
+    (row,) = layer_table(nn.Sequential(nn.Identity(), Sdpa()), (2, 10, 16)).itertuples()
+    assert (row.op, row.macs) == ("sdpa", 2 * 2 * 10 * 10 * (8 + 8))  # Q Kᵀ and A V
+    enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    t = layer_table(enc, (2, 10, 16))
+    proj = 2 * 10 * 16 * 48 + 2 * 10 * 16 * 16  # in-projection (q, k, v) and out-projection
+    assert t.loc[t["op"] == "attention", "macs"].tolist() == [proj + 2 * 2 * 10 * 10 * 16]
+    assert t["macs"].sum() == proj + 2 * 2 * 10 * 10 * 16 + 2 * (2 * 10 * 16 * 32)
+
+
+def test_lstm_counts_its_gate_projections():
+    # per step and sequence: 4 gates × hidden × (input + hidden) MACs
+    r = _one(nn.LSTM(8, 16, batch_first=True), (2, 7, 8))
+    assert (r.op, r.in_channels, r.out_channels) == ("lstm", 8, 16)
+    assert r.macs == 2 * 7 * 4 * 16 * (8 + 16) and r.uncounted == ""
+    g = _one(nn.GRU(8, 16, batch_first=True), (2, 7, 8))
+    assert g.macs == 2 * 7 * 3 * 16 * (8 + 16)
+
+
+def test_compute_no_formula_covers_is_flagged_never_a_silent_zero():
+    class Spectrum(nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    t = layer_table(nn.Sequential(nn.Linear(8, 8), Spectrum()), (2, 8))
+    assert t["uncounted"].tolist() == ["", "aten._fft_r2c"]
+    q = torch.ao.nn.quantized.dynamic.Linear(8, 4)
+    (row,) = layer_table(q, (2, 8)).itertuples()
+    assert row.uncounted == "quantized.linear_dynamic" and row.macs == 0
+    # interpolation kernels are not matrix products
+    up = _one(nn.Upsample(scale_factor=2, mode="bilinear"), (1, 2, 4, 4))
+    assert (up.macs, up.uncounted) == (0, "")
+
+
+@pytest.mark.parametrize("name, shape", [("resnet18", (1, 3, 32, 32)), ("mobilenet_v2", (1, 3, 32, 32)),
+                                         ("squeezenet1_0", (1, 3, 64, 64))])
+def test_table_macs_equal_torchs_flop_counter_on_torchvision_models(name, shape):
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.get_model(name, weights=None)
+    t = layer_table(model, shape)
+    assert t["macs"].sum() == _flop_counter_macs(model, shape)
+    assert (t["uncounted"] == "").all()
+
+
+def test_root_rows_select_everything():
+    from latbench.data.features import rows_of
+
+    t = layer_table(nn.Conv2d(2, 3, 1), (1, 2, 4, 4))
+    assert t["name"].tolist() == [""] and rows_of(t, "").all()

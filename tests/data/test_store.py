@@ -65,7 +65,8 @@ def test_newer_schema_is_refused_with_upgrade_hint(tmp_path):
     con.execute("UPDATE schema_info SET value='99' WHERE key='schema_version'")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match=r"newer latbench \(schema 99 > 1\): upgrade latbench"):
+    with pytest.raises(StoreError, match=rf"newer latbench \(schema 99 > {schema.SCHEMA_VERSION}\): "
+                                         "upgrade latbench"):
         Store(db)
 
 
@@ -78,10 +79,11 @@ def test_older_schema_is_migrated(tmp_path, monkeypatch):
         calls.append(1)
         conn.execute("ALTER TABLE devices ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 1, step)
+    current = schema.SCHEMA_VERSION
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, current, step)
     with Store(db) as s:
-        assert schema.read_version(s.connection) == 2
+        assert schema.read_version(s.connection) == current + 1
         cols = [r[1] for r in s.connection.execute("PRAGMA table_info(devices)")]
     assert "note" in cols and calls == [1]
     Store(db).close()  # already migrated: the step does not run again

@@ -75,7 +75,7 @@ def write(path: Path, text: str) -> Path:
 # ------------------------------------------------------------------ lookup order
 def test_no_file_anywhere_means_builtins_only() -> None:
     assert find_devices_file() is None
-    assert list(load_profiles()) == ["cpu", "cuda"]
+    assert list(load_profiles()) == ["cpu", "cuda", "litert"]
 
 
 def test_lookup_order_option_env_cwd_config(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,7 +176,7 @@ def test_unknown_name_suggests_and_lists(isolated: Path) -> None:
     with pytest.raises(UserInputError) as e:
         get_device("pixle", f)
     msg = str(e.value)
-    assert "did you mean 'pixel'" in msg and "known devices: cpu, cuda, pixel" in msg
+    assert "did you mean 'pixel'" in msg and "known devices: cpu, cuda, litert, pixel" in msg
 
 
 def test_adb_profile_goes_to_adb_from_profile(isolated: Path, fake_adb: list) -> None:
@@ -196,7 +196,7 @@ def test_adb_option_errors_gain_the_file_and_table(isolated: Path, fake_adb: lis
 def test_listing_does_not_create_adb_devices(isolated: Path, fake_adb: list) -> None:
     f = write(isolated / "d.toml", PIXEL)
     rows = {r.profile.name: r for r in list_devices(f)}
-    assert list(rows) == ["cpu", "cuda", "pixel"]
+    assert list(rows) == ["cpu", "cuda", "litert", "pixel"]
     assert fake_adb == []
     assert rows["cpu"].available is True and rows["pixel"].available is None
     assert rows["cuda"].available == CudaDevice().available()[0]

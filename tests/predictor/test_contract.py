@@ -11,6 +11,7 @@ from latbench.data.features import layer_key
 from latbench.exceptions import PredictorError
 from latbench.predictor.flops import FlopsClusteredPredictor, FlopsPredictor
 from latbench.predictor.gbm import GBMLayerPredictor, GBMPredictor
+from latbench.predictor.gcn import GCNPredictor
 from latbench.predictor.lut import LUTPredictor
 
 from ._synth import dataset
@@ -35,6 +36,7 @@ def makers():
         lambda: GBMPredictor(n_estimators=30),
         lambda: GBMLayerPredictor(n_estimators=30, n_rounds=1),
         lambda: LUTPredictor(table=_lut_table(X)),
+        lambda: GCNPredictor(max_steps=20, hidden=16),
     ]
 
 

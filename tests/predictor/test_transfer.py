@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def test_the_own_model_joins_from_eight_rows_and_predicts_as_its_gbm(planted):
     np.testing.assert_allclose(np.exp(p.own_log_predict(Xn[30:40])), own.predict(Xn[30:40]), rtol=1e-5)
     off = TransferPredictor(sources=sources, own_model=False).fit(Xn[:30], yn[:30])
     assert off.own_model_ is None
-    json.dumps(p.own_model_)
+    assert isinstance(p.own_model_, GBMPredictor) and p.own_model_.n_train_ == 30
 
 
 def test_two_rows_fall_back_to_the_sources_mean_shifted_onto_the_new_device(planted):
@@ -115,11 +116,26 @@ def test_estimator_contract_and_json_able_state(planted):
     p = est.predict(Xn[10:15])
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(again.predict(Xn[10:15]), p)
-    state = {"source_models_": est.source_models_.__getstate__(), "weights_": est.weights_.tolist(),
-             "z_mean_": est.z_mean_.tolist(), "offset_": est.offset_, "ridge_": est.ridge_,
-             "coverage_": est.coverage_, "train_range_": est.train_range_}
-    rebuilt = SourceModels(**json.loads(json.dumps(state["source_models_"])))
+    rebuilt = SourceModels(**json.loads(json.dumps(est.source_models_.to_dict())))
     np.testing.assert_allclose(rebuilt.log_predict(Xn[:3]), est.source_models_.log_predict(Xn[:3]))
+
+
+@pytest.mark.parametrize("n", [2, 10])  # without and with the own model in the mix
+def test_saved_without_pickle_and_loaded_back_bit_for_bit(planted, tmp_path, n):
+    from latbench.predictor.base import load_predictor, save_predictor
+
+    sources, Xn, yn = planted
+    est = TransferPredictor(sources=sources, min_coverage=0.0).fit(Xn[:n], yn[:n], device="new")
+    assert (est.own_model_ is not None) == (n >= 8)
+    path = save_predictor(est, tmp_path / "t.predictor", device="new", kind="gbm")
+    with zipfile.ZipFile(path) as zf:  # data only: JSON, npy and XGBoost JSON members
+        assert all(m.endswith((".json", ".npy")) for m in zf.namelist())
+    back, info = load_predictor(path, device="new")
+    assert isinstance(back, TransferPredictor) and back.sources is None and info["kind"] == "gbm"
+    np.testing.assert_array_equal(back.predict(Xn[10:40]), est.predict(Xn[10:40]))
+    assert back.source_weights().to_dict() == est.source_weights().to_dict()
+    with pytest.raises(PredictorError, match="needs source devices"):
+        back.fit(Xn[:5], yn[:5])  # the sources are not saved: refitting needs new ones
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +187,7 @@ def test_cli_evaluate_and_train_with_source_devices(db, tmp_path):
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
     assert obj["n_train"] == 10 and obj["n_test"] == 290 and obj["source_devices"] == ["i7", "cpu"]
-    out = tmp_path / "p.pkl"
+    out = tmp_path / "p.predictor"
     r = run("predictor", "train", "--db", str(db), "--device", "gpu", "--kind", "gbm",
             "--train-size", "10", "--source-devices", "i7,cpu", "--out", str(out))
     assert r.exit_code == 0, r.output

@@ -59,7 +59,8 @@ def single_layer_model(row: pd.Series | dict) -> tuple[nn.Module, tuple[int, ...
 def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
                   threads: int | None = None, warmup: int = 5, repeats: int = 20,
                   seed: int = 0, sampling: Sampling | None = None) -> Measurement:
-    """Build, export and time the one-layer model of ``row`` on ``device``.
+    """Build, export (in the format the device runs) and time the one-layer model of ``row``
+    on ``device``.
 
     ``sampling`` (e.g. :func:`latbench.bench.run.spread_guard`) lets an in-process device
     keep sampling while the timings are spread.
@@ -69,13 +70,13 @@ def measure_layer(device: Device, row: pd.Series | dict, workdir: str | Path, *,
     DeviceError
         If the device fails.
     """
-    from latbench.compress.export import export_onnx
+    from latbench.bench.run import export_for
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layer, shape = single_layer_model(row)
-    path = Path(workdir) / f"layer-{abs(hash(tuple(sorted(dict(row).items(), key=str)))) % 10**12}.onnx"
-    artifact = export_onnx(layer.eval(), shape, path)
+    path = Path(workdir) / f"layer-{abs(hash(tuple(sorted(dict(row).items(), key=str)))) % 10**12}"
+    artifact = export_for(device, layer.eval(), shape, path)
     try:
         from latbench.bench.run import measure_artifact
 

@@ -1,4 +1,5 @@
-"""One-off measurements: time one ONNX file on one device, or check that a device works.
+"""One-off measurements: time one model file on one device, or check that a device works,
+and :func:`export_for` (a model in the format a device runs).
 
 These are the library calls behind ``bench run`` and ``bench devices check``; they live
 in ``bench`` because the check builds and exports a model, which ``devices`` may not do.
@@ -7,9 +8,10 @@ in ``bench`` because the check builds and exports a model, which ``devices`` may
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from latbench.artifact import Artifact
 from latbench.measure.measurement import Measurement
@@ -17,8 +19,11 @@ from latbench.measure.spec import DeviceInfo
 from latbench.measure.timing import Sampling
 from latbench.devices.base import Device
 
-__all__ = ["run_model", "check_device", "measure_artifact", "spread_guard", "CheckResult",
-           "CHECK_INPUT_SHAPE"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["run_model", "check_device", "measure_artifact", "spread_guard", "export_for",
+           "CheckResult", "CHECK_INPUT_SHAPE"]
 
 #: Input of the tiny model ``check_device`` runs.
 CHECK_INPUT_SHAPE = (1, 3, 32, 32)
@@ -38,6 +43,24 @@ def spread_guard(device: Device, repeats: int, max_time_s: float = 20.0) -> Samp
     if not device.capabilities.adaptive_sampling:
         return None
     return Sampling(adaptive=True, max_repeats=10 * max(1, repeats), max_time_s=max_time_s)
+
+
+def export_for(device: Device, model: "nn.Module", input_shape: Sequence[int],
+               path: str | Path) -> Artifact:
+    """Export ``model`` in the format ``device`` runs (``device.capabilities.format``: ONNX
+    for ``cpu``, ``cuda`` and perf_test phones, TFLite for ``litert`` and ``benchmark_model``
+    phones) at ``path`` with that format's suffix.
+
+    Raises
+    ------
+    ExportError
+        If export fails.
+    MissingExtraError
+        For TFLite without the ``tflite`` extra.
+    """
+    from latbench.compress.export import export_model
+
+    return export_model(model, input_shape, Path(path), device.capabilities.format)
 
 
 def measure_artifact(device: Device, artifact: Artifact, *, threads: int | None = None,
@@ -63,12 +86,13 @@ def run_model(model_path: str | Path, device: str, *, threads: int | None = None
               max_repeats: int = 1000, max_time_s: float = 30.0,
               devices_file: str | Path | None = None,
               progress: ProgressFn | None = None) -> Measurement:
-    """Time an ``.onnx`` file on the named device.
+    """Time an ``.onnx`` or ``.tflite`` file on the named device.
 
     Parameters
     ----------
     model_path : str or Path
-        An ONNX model; its first input's shape is used (dynamic dimensions become 1).
+        An ONNX or TFLite model, in the format the device runs; its first input's shape is
+        used (dynamic ONNX dimensions become 1).
     device : str
         Device name (``cpu``, ``cuda`` or a ``devices.toml`` profile).
     threads : int, optional
@@ -86,7 +110,8 @@ def run_model(model_path: str | Path, device: str, *, threads: int | None = None
     Raises
     ------
     UserInputError
-        If the file is missing or not ONNX, the device is unknown, or an option is bad.
+        If the file is missing or not a model, the device runs another format, the device is
+        unknown, or an option is bad.
     DeviceError
         If the device cannot be reached or the run fails.
     """
@@ -112,8 +137,8 @@ def check_device(name: str, *, devices_file: str | Path | None = None, warmup: i
                  repeats: int = 10, progress: ProgressFn | None = None) -> CheckResult:
     """Connect to a device, read its info, and time a tiny conv model on it.
 
-    The model (two 3×3 convolutions on a 1×3×32×32 input) is exported to a temporary
-    directory that is removed afterwards.
+    The model (two 3×3 convolutions on a 1×3×32×32 input) is exported, in the format the
+    device runs, to a temporary directory that is removed afterwards.
 
     Raises
     ------
@@ -125,7 +150,6 @@ def check_device(name: str, *, devices_file: str | Path | None = None, warmup: i
     import torch
     from torch import nn
 
-    from latbench.compress.export import export_onnx
     from latbench.devices.registry import get_device
 
     with get_device(name, devices_file) as dev:
@@ -135,7 +159,7 @@ def check_device(name: str, *, devices_file: str | Path | None = None, warmup: i
             model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
         with tempfile.TemporaryDirectory(prefix="latbench-check-") as tmp:
-            artifact = export_onnx(model, CHECK_INPUT_SHAPE, Path(tmp) / "check.onnx")
+            artifact = export_for(dev, model, CHECK_INPUT_SHAPE, Path(tmp) / "check")
             m = measure_artifact(dev, artifact, warmup=warmup, repeats=repeats,
                                  progress=progress)
     return CheckResult(info, m)

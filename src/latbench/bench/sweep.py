@@ -8,7 +8,10 @@ loses at most the variant in flight.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import itertools
 import random
 import tempfile
 import time
@@ -25,7 +28,7 @@ from torch import nn
 from latbench.bench.layers import (LAYER_MAX_TIME_S, LAYER_OPS_MEASURED_ALONE, measure_layer,
                                    runtime_identity)
 from latbench.bench.variants import Variant, parse_rank_range, random_plan, uniform_variants
-from latbench.exceptions import DeviceError, ExportError, UserInputError
+from latbench.exceptions import DeviceError, ExportError, OpProfileError, UserInputError
 
 __all__ = ["Target", "SweepConfig", "SweepEvent", "SweepSummary", "run_sweep", "load_sweep_config",
            "plan_sweep", "default_config"]
@@ -60,6 +63,8 @@ class SweepConfig:
     ``threads=None`` uses the device's default; ``warmup``/``repeats`` go into every spec.
     ``adaptive`` (devices that time in-process: cpu, cuda) keeps sampling a variant past
     ``repeats`` while its samples are spread (:func:`latbench.bench.run.spread_guard`).
+    ``trust_file`` lets model files be fully unpickled (see
+    :func:`latbench.models.resolve_model`); it is never read from a sweep TOML file.
     """
 
     targets: tuple[Target, ...]
@@ -71,6 +76,7 @@ class SweepConfig:
     repeats: int = 50
     seed: int = 0
     adaptive: bool = True
+    trust_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,14 @@ class SweepSummary:
     layers_measured: int = 0
     layers_skipped: int = 0
     layers_failed: int = 0
+    layers_profiled: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"compress": 0.0, "export": 0.0,
                                                                "measure": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
                 "layers_measured": self.layers_measured, "layers_skipped": self.layers_skipped,
-                "layers_failed": self.layers_failed,
+                "layers_failed": self.layers_failed, "layers_profiled": self.layers_profiled,
                 "seconds": dict(self.seconds)}
 
 
@@ -134,9 +141,14 @@ def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
 
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8 by definition
     except FileNotFoundError:
         raise UserInputError(f"sweep config {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot read sweep config {str(p)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"sweep config {str(p)!r} is not UTF-8 text (byte {exc.start}); "
+                             "save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"sweep config {str(p)!r} is not valid TOML: {exc}") from None
     where = f"sweep config {str(p)!r}"
@@ -231,6 +243,8 @@ def run_sweep(
     Each variant's row (variant, layer table, measurement) is committed as soon as it is
     measured, and what the store already holds for this device, runtime and thread count is
     skipped, so a rerun after Ctrl-C or ``kill -9`` loses at most the variant in flight.
+    Memory stays flat across models: one model is held at a time, and it is released with
+    its cached eigendecompositions before the event of its last variant is sent.
     Failures to compress or export one variant are recorded in the store and the sweep
     goes on; a device failure stops the sweep (what was measured stays; rerun to resume).
 
@@ -261,98 +275,208 @@ def run_sweep(
     DeviceError
         If the device is lost; the message says how much was kept.
     """
-    from latbench.bench.run import measure_artifact, spread_guard
     from latbench.compress import reuse_subspaces
-    from latbench.compress.export import export_onnx
-    from latbench.compress.model import compress_model
-    from latbench.data.executed import executed_layer_table
-    from latbench.data.features import layer_table
     from latbench.data.store import Store
     from latbench.devices.registry import get_device
     from latbench.models import resolve_model
 
     _check_config(config)
+    # Memory stays flat across models: one model is held at a time (built again if a later
+    # target names it), and released with its eigendecompositions once its variants are done.
     nets: dict[str, nn.Module] = {}
 
     def resolve(spec: str) -> nn.Module:
         if spec not in nets:
-            nets[spec] = resolve_model(spec, seed=config.seed)
+            nets.clear()
+            nets[spec] = resolve_model(spec, seed=config.seed, trust_file=config.trust_file)
         return nets[spec]
 
     for t in config.targets:  # an unknown model or a wrong input → error before any work
         _check_runs(resolve(t.model), t)
     variants = plan_sweep(config, resolve)
+    nets.clear()  # before the heap is frozen (a frozen model would outlive its phase)
     summary = SweepSummary()
     layer_rows: dict[str, dict] = {}
     # The device first: an unknown name must fail before a database file is created.
-    # reuse_subspaces: variants of one model share its weights, so SVD / Tucker-2 factor each
-    # matrix once for the whole sweep rather than once per variant.
     with get_device(device, devices_file) as dev, Store(db) as store, \
-            _workdir(workdir) as work, _frozen_heap(), reuse_subspaces():
+            _workdir(workdir) as work, _frozen_heap():
         dev_id = store.add_device(dev.info())
         runtime = runtime_identity(dev, config.threads)
+        fmt = dev.capabilities.format
+        # Phones whose runner profiles operators give every layer's latency from one extra
+        # call per variant; layers a profile cannot map are measured alone at the end.
+        profiles = config.per_layer and dev.capabilities.op_profiles
 
         def emit(i: int, v_label: str, status: str, med: float | None = None, err: str | None = None):
             if progress is not None:
                 progress(SweepEvent(i, len(variants), v_label, status, med, err))
 
-        for i, v in enumerate(variants, start=1):
-            key = v.key
-            if store.has_measurement(key, v.input_shape, dev.name, *runtime):
-                summary.skipped += 1
-                if config.per_layer:
-                    _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
-                emit(i, f"{v.model} {v.label}", "skipped")
-                continue
-            stage = "compress"
+        for _, group in itertools.groupby(enumerate(variants, start=1), key=lambda iv: iv[1].model):
+            # Each event is sent when the next variant is about to start, the last one of a
+            # model once the model is released: what a progress callback sees at the end of
+            # a model's variants is the memory the sweep goes on with.
+            pending: tuple | None = None
             try:
-                t0 = time.perf_counter()
-                net = resolve(v.model)
-                if v.plan is not None:
-                    net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
-                table = layer_table(net, v.input_shape)
-                t1 = time.perf_counter()
-                stage = "export"
-                artifact = export_onnx(net, v.input_shape, work / f"{key}.onnx")
-                table = executed_layer_table(dev, artifact, table, threads=config.threads)
-                t2 = time.perf_counter()
-            except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
-                summary.failed += 1
-                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                  content_hash=key, plan=v.plan)
-                emit(i, f"{v.model} {v.label}", "failed", err=f"{stage}: {exc}")
-                continue
-            summary.seconds["compress"] += t1 - t0
-            summary.seconds["export"] += t2 - t1
-            stage = "measure"
-            try:
-                m = measure_artifact(
-                    dev, artifact, threads=config.threads, warmup=config.warmup,
-                    repeats=config.repeats,
-                    sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
-            except DeviceError as exc:
-                store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
-                                  content_hash=key, plan=v.plan)
-                raise DeviceError(
-                    f"{exc} — sweep stopped after {summary.measured} new measurements "
-                    f"({summary.skipped} already stored); everything measured is kept, "
-                    "rerun the same command to resume") from None
+                # reuse_subspaces: the variants of one model share its weights, so SVD /
+                # Tucker-2 factor each matrix once per model rather than once per variant; the
+                # cache goes with the model.
+                with reuse_subspaces():
+                    for i, v in group:
+                        if pending is not None:
+                            emit(*pending)
+                            pending = None
+                        outcome = _sweep_variant(v, resolve, dev, store, dev_id, runtime, fmt,
+                                                 profiles, work, config, summary,
+                                                 layer_rows)
+                        pending = (i, f"{v.model} {v.label}", *outcome)
+                nets.clear()
+                _release_memory()
             finally:
-                artifact.path.unlink(missing_ok=True)
-            summary.seconds["measure"] += time.perf_counter() - t2
-            with store.transaction():
-                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
-                                        method=v.method, content_hash=key)
-                store.add_measurement(vid, dev_id, m)
-            summary.measured += 1
-            if config.per_layer:
-                _collect_layers(table, layer_rows)
-            emit(i, f"{v.model} {v.label}", "measured", m.median_ms)
+                if pending is not None:
+                    emit(*pending)
 
         if config.per_layer:
             _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summary,
                             progress)
     return summary
+
+
+def _sweep_variant(v: Variant, resolve, dev, store, dev_id, runtime, fmt: str, profiles: bool,
+                   work, config, summary: SweepSummary, layer_rows: dict
+                   ) -> tuple[str, float | None, str | None]:
+    """Compress, export (in the device's format), measure, profile and store one variant; its
+    event's ``(status, median_ms, error)``."""
+    from latbench.bench.run import export_for, measure_artifact, spread_guard
+    from latbench.compress.model import compress_model
+    from latbench.data.executed import executed_layer_table
+    from latbench.data.features import layer_table
+
+    key = v.key
+    measured = store.has_measurement(key, v.input_shape, dev.name, *runtime, format=fmt)
+    to_profile = profiles and not store.has_op_profile(key, dev.name, *runtime, format=fmt)
+    if measured and not to_profile:
+        summary.skipped += 1
+        if config.per_layer:
+            _collect_layers(store.variant_layers(key, v.input_shape), layer_rows)
+        return "skipped", None, None
+    stage = "compress"
+    try:
+        t0 = time.perf_counter()
+        net = resolve(v.model)
+        if v.plan is not None:
+            net = compress_model(net, v.plan, input_shape=v.input_shape, seed=v.seed).model
+        table = layer_table(net, v.input_shape)
+        t1 = time.perf_counter()
+        stage = "export"
+        artifact = export_for(dev, net, v.input_shape, work / key)
+        # The table stored is the graph the device's runtime executes where it can say
+        # (ONNX Runtime's optimised graph on cpu/cuda), the module's otherwise.
+        table = executed_layer_table(dev, artifact, table, threads=config.threads)
+        t2 = time.perf_counter()
+    except RECORDABLE_ERRORS as exc:  # one bad variant must not end a long sweep
+        summary.failed += 1
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        return "failed", None, f"{stage}: {exc}"
+    summary.seconds["compress"] += t1 - t0
+    summary.seconds["export"] += t2 - t1
+    stage = "measure"
+    m = None
+    try:
+        if not measured:
+            m = measure_artifact(
+                dev, artifact, threads=config.threads, warmup=config.warmup,
+                repeats=config.repeats,
+                sampling=spread_guard(dev, config.repeats) if config.adaptive else None)
+            summary.seconds["measure"] += time.perf_counter() - t2
+            with store.transaction():
+                vid = store.add_variant(v.model, v.input_shape, table, plan=v.plan,
+                                        method=v.method, content_hash=key)
+                store.add_measurement(vid, dev_id, m)
+        if to_profile:
+            stage = "profile"  # a lost device; unreadable profiles are "op_profile"
+            t3 = time.perf_counter()
+            _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, layer_rows)
+            summary.seconds["profile"] = summary.seconds.get("profile", 0.0) + \
+                time.perf_counter() - t3
+    except DeviceError as exc:
+        store.add_failure(stage, str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=key, plan=v.plan)
+        raise DeviceError(
+            f"{exc} — sweep stopped after {summary.measured + (m is not None)} new "
+            f"measurements ({summary.skipped} already stored); everything measured is "
+            "kept, rerun the same command to resume") from None
+    finally:
+        artifact.path.unlink(missing_ok=True)
+    if m is None:  # measured before, profiled now
+        summary.skipped += 1
+        return "skipped", None, None
+    summary.measured += 1
+    if config.per_layer and not to_profile:
+        _collect_layers(table, layer_rows)
+    return "measured", m.median_ms, None
+
+
+def _release_memory() -> None:
+    """Give what a finished model used back to the OS.
+
+    ``gc.collect`` frees cycles; glibc keeps freed heap pages of a process by default (the
+    RSS of a sweep then only grows), ``malloc_trim(0)`` returns them. Elsewhere it is a no-op.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
+
+
+def _profile_variant(store, dev, dev_id, v, artifact, table, config, summary, layer_rows) -> None:
+    """Profile ``artifact`` on ``dev``, store the layers its profile times (source
+    ``op_profile:<variant key>``), and queue the rest to be measured alone."""
+    from latbench.artifact import read_tflite
+    from latbench.bench.profiles import map_profile
+    from latbench.data.features import layer_key
+    from latbench.measure.measurement import Measurement
+
+    spec = dev.make_spec(artifact, threads=config.threads, warmup=config.warmup,
+                         repeats=config.repeats)
+    try:
+        profile = dev.profile_ops(artifact, spec)
+    except OpProfileError as exc:
+        # The runner ran but gave no profile we read: the variant's layers are timed alone.
+        store.add_failure("op_profile", str(exc), device_id=dev_id, source_model=v.model,
+                          content_hash=v.key, plan=v.plan)
+        _collect_layers(table, layer_rows)
+        return
+    mapping = map_profile(profile, read_tflite(artifact.path), table)
+    for note in mapping.notes:
+        store.add_failure("op_profile", f"{v.model} {v.label}: {note}", device_id=dev_id,
+                          source_model=v.model, content_hash=v.key, plan=v.plan)
+    groups: dict[str, list] = {}
+    for t in mapping.layers.values():
+        groups.setdefault(layer_key(t.row), []).append(t)
+    source = f"op_profile:{v.key}"
+    with store.transaction():
+        for timings in groups.values():
+            m = Measurement(
+                spec=spec, samples_s=tuple(t.avg_s for t in timings),
+                info_before=profile.info_before or dev.info(),
+                info_after=profile.info_after or profile.info_before or dev.info(),
+                extra={"statistic": f"mean over {profile.runs} profiled runs, one sample per "
+                                    "layer of this configuration",
+                       "tool": profile.tool, "layers": [t.name for t in timings],
+                       "first_s": [t.first_s for t in timings],
+                       "tflite_nodes": [t.nodes for t in timings], **profile.extra})
+            store.add_layer_measurement(dev_id, timings[0].row, m, source=source)
+        if not groups:  # nothing mapped: still remember that the variant was profiled
+            store.add_failure("op_profile", f"{v.model} {v.label}: no layer of the profile "
+                              "could be mapped", device_id=dev_id, source_model=v.model,
+                              content_hash=v.key, plan=v.plan)
+    summary.layers_profiled += len(mapping.layers)
+    unmapped = set(mapping.unmapped)
+    _collect_layers(table[table["name"].isin(unmapped)], layer_rows)
 
 
 def _check_runs(net: nn.Module, target: Target) -> None:
@@ -417,7 +541,7 @@ def _measure_layers(store, dev, dev_id, layer_rows, config, work, runtime, summa
         label = f"layer {row['op']} {row['in_channels']}→{row['out_channels']} " \
                 f"{row['kernel_h']}x{row['kernel_w']}/{row['stride_h']} g{row['groups']} " \
                 f"@{row['in_h']}x{row['in_w']}"
-        if store.has_layer_measurement(lkey, dev.name, *runtime):
+        if store.has_layer_measurement(lkey, dev.name, *runtime, format=dev.capabilities.format):
             summary.layers_skipped += 1
             emit(j, label, "skipped")
             continue

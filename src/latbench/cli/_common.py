@@ -10,7 +10,13 @@ from rich.console import Console
 
 from latbench.exceptions import UserInputError
 
-__all__ = ["console", "err_console", "print_json", "parse_shape"]
+__all__ = ["console", "err_console", "print_json", "parse_shape", "TRUST_FILE_HELP"]
+
+#: Help of every command's ``--trust-file``.
+TRUST_FILE_HELP = ("Load model (.pt) and predictor files with Python's full unpickler, which "
+                   "runs any code a file holds: only for files you made or trust. Without it "
+                   "files are read safely (state dicts, torch/torchvision/latbench modules, "
+                   "latbench predictor files) and anything else is refused.")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

@@ -1,4 +1,4 @@
-"""``bench devices list``, ``bench devices check NAME`` and ``bench run MODEL.onnx``."""
+"""``bench devices list``, ``bench devices check NAME`` and ``bench run MODEL``."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def devices_list_cmd(
 
 
 def devices_check_cmd(
-    name: str = typer.Argument(..., help="Device name (cpu, cuda, or a devices.toml profile)."),
+    name: str = typer.Argument(..., help="Device name (cpu, cuda, litert, or a devices.toml profile)."),
     devices_file: Optional[Path] = typer.Option(None, "--devices", help=DEVICES_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -96,8 +96,11 @@ def devices_check_cmd(
 
 
 def run_cmd(
-    model: str = typer.Argument(..., help="An .onnx model file."),
-    device: str = typer.Option(..., "--device", "-d", help="Device name (cpu, cuda, or a profile)."),
+    model: str = typer.Argument(..., help="A model file in the device's format: .onnx (cpu, "
+                                          "cuda, perf_test phones) or .tflite (litert, "
+                                          "benchmark_model phones)."),
+    device: str = typer.Option(..., "--device", "-d",
+                               help="Device name (cpu, cuda, litert, or a profile)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t",
                                           help="Intra-op threads (default: the device's)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
@@ -109,7 +112,12 @@ def run_cmd(
     devices_file: Optional[Path] = typer.Option(None, "--devices", help=DEVICES_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Time MODEL.onnx on a device and print its latency statistics."""
+    """Time MODEL (.onnx or .tflite) on a device and print its latency statistics.
+
+    Phone runners: onnxruntime_perf_test of ONNX Runtime 1.0 and later; benchmark_model of
+    TensorFlow Lite 1.12 and later and the LiteRT benchmark_model (2025 on), told apart by
+    their --help. Outputs of other releases are refused with a message saying so.
+    """
     from latbench.bench.run import run_model
 
     m = run_model(model, device, threads=threads, warmup=warmup, repeats=repeats,

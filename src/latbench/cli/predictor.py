@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from latbench.cli._common import TRUST_FILE_HELP
+
 __all__ = ["register"]
 
-_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer"
+_KINDS = "flops, flops-clustered, lut, gbm, gbm-layer, gcn"
 
 
 def train(
@@ -86,11 +88,13 @@ def evaluate(
 
 
 def predict(
-    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, or a saved module."),
+    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, a saved module, or "
+                                "NAME@STATE_DICT.pt."),
     predictor: Path = typer.Option(..., "--predictor", help="A file from `bench predictor train`."),
     plan: Path = typer.Option(None, "--plan", help="Compression plan (JSON) to apply first."),
     input_shape: str = typer.Option(None, "--input", help="Input shape like 1x3x224x224."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
     """Print the predicted latency (ms) of MODEL."""
     from dataclasses import asdict
@@ -99,7 +103,7 @@ def predict(
     from latbench.predictor.apply import MODEL_OUTSIDE, predict_model
 
     shape = parse_shape(input_shape) if input_shape else None
-    res = predict_model(predictor, model, plan_path=plan, input_shape=shape)
+    res = predict_model(predictor, model, plan_path=plan, input_shape=shape, trust_file=trust_file)
     if as_json:
         print_json(asdict(res))
         return
@@ -107,6 +111,20 @@ def predict(
     console.print(f"{res.latency_ms:.4f} ms on {res.device}{extra}")
     if res.out_of_range:
         err_console.print(f"warning: {MODEL_OUTSIDE}: {'; '.join(res.out_of_range_reasons)}")
+
+
+def convert(
+    old: Path = typer.Argument(..., help="A predictor file of an older latbench (a pickle)."),
+    out: Path = typer.Option(..., "--out", help="Where to write it in the current format."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
+) -> None:
+    """Re-save a predictor file in the current format, which loads without running code."""
+    from latbench.cli._common import console
+    from latbench.predictor.base import convert_predictor
+
+    info = convert_predictor(old, out, trust_file=trust_file)
+    console.print(f"wrote {out} ({info['kind'] or 'predictor'} for {info['device']}, "
+                  f"format {info['format']})", markup=False)
 
 
 def report(
@@ -159,10 +177,11 @@ def _progress(quiet: bool = False):
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``predictor`` (train, evaluate, predict) and ``report`` to ``app``."""
+    """Add ``predictor`` (train, evaluate, predict, convert) and ``report`` to ``app``."""
     sub = typer.Typer(help="Train, evaluate and apply latency predictors.", no_args_is_help=True)
     sub.command("train")(train)
     sub.command("evaluate")(evaluate)
     sub.command("predict")(predict)
+    sub.command("convert")(convert)
     app.add_typer(sub, name="predictor")
     app.command("report")(report)

@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from latbench.cli._common import console, err_console, parse_shape, print_json
+from latbench.cli._common import TRUST_FILE_HELP, console, err_console, parse_shape, print_json
 
 __all__ = ["register"]
 
 
 def search_cmd(
-    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, or a torch.save-d module."),
+    model: str = typer.Argument(..., help="torchvision name, nb201:<arch>, a torch.save-d module, "
+                                "or NAME@STATE_DICT.pt."),
     device: str = typer.Option("cpu", "--device", "-d", help="Device the budget holds on."),
     budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget in ms."),
     speedup: Optional[float] = typer.Option(None, "--speedup", help="Wanted speed-up over the original."),
@@ -31,6 +32,7 @@ def search_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of weights and calibration data."),
     devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml to read profiles from."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
     """Search per-layer decompositions that meet a latency budget with the least damage."""
     from latbench.devices.registry import get_device
@@ -50,7 +52,7 @@ def search_cmd(
         from latbench.predictor import load_predictor
 
         # load_predictor refuses another device or feature schema
-        pred, _ = load_predictor(predictor, device=dev.name)
+        pred, _ = load_predictor(predictor, device=dev.name, trust_file=trust_file)
     store = None
     if db is not None:
         from latbench.data.store import Store
@@ -72,7 +74,7 @@ def search_cmd(
             result = search(model, dev, budget_ms=budget_ms, speedup=speedup, input_shape=shape,
                             predictor=pred, store=store, methods=mlist, calib=calib,
                             max_rounds=rounds, threads=threads, repeats=repeats, seed=seed,
-                            progress=on_progress)
+                            progress=on_progress, trust_file=trust_file)
     except DeviceError as exc:
         partial = getattr(exc, "partial", None)
         if out is None or partial is None:

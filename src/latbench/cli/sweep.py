@@ -7,18 +7,22 @@ from typing import Optional
 
 import typer
 
-from latbench.cli._common import console, err_console, parse_shape, print_json
+from latbench.cli._common import TRUST_FILE_HELP, console, err_console, parse_shape, print_json
 
 __all__ = ["register"]
 
 
 def sweep_cmd(
-    device: str = typer.Option("cpu", "--device", "-d", help="Device name (cpu, cuda, or a devices.toml profile)."),
+    device: str = typer.Option("cpu", "--device", "-d",
+                               help="Device name (cpu, cuda, litert, or a devices.toml profile); "
+                                    "variants are exported in the format it runs."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Model to sweep; repeat for several."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. tucker2,cp,svd."),
     ranks: Optional[str] = typer.Option(None, "--ranks", help="Fractional ranks: start:stop:step or a list."),
     random_plans: Optional[int] = typer.Option(None, "--random-plans", help="Random per-layer plans per model."),
-    per_layer: bool = typer.Option(False, "--per-layer", help="Also measure each distinct layer alone."),
+    per_layer: bool = typer.Option(
+        False, "--per-layer", help="Also time each distinct layer: alone, or on benchmark_model "
+                                   "phones from one per-operator profile of each variant."),
     input_shape: Optional[str] = typer.Option(None, "--input", help="Input shape, e.g. 1x3x224x224."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads (device default if unset)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed runs before timing."),
@@ -31,6 +35,7 @@ def sweep_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="sweep.toml with models, inputs, methods."),
     devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml to read profiles from."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
     """Compress, export and measure variants on a device; resumable (rerun to continue)."""
     from dataclasses import replace
@@ -42,7 +47,8 @@ def sweep_cmd(
     from latbench.models import default_input_shape
 
     overrides = dict(random_plans=random_plans, per_layer=per_layer or None, threads=threads,
-                     warmup=warmup, repeats=repeats, seed=seed, adaptive=adaptive)
+                     warmup=warmup, repeats=repeats, seed=seed, adaptive=adaptive,
+                     trust_file=trust_file or None)
     if config is not None:
         if model or methods is not None or ranks is not None or input_shape is not None:
             raise UserInputError("--config names the models, methods, ranks and inputs; "
@@ -90,6 +96,8 @@ def sweep_cmd(
         f"{summary.failed} failed"
         + (f"; {summary.layers_measured} layers measured alone ({summary.layers_skipped} stored"
            + (f", {summary.layers_failed} failed" if summary.layers_failed else "") + ")"
+           + (f", {summary.layers_profiled} timed from op profiles" if summary.layers_profiled
+              else "")
            if cfg.per_layer else "")
         + f" → {db}", soft_wrap=True, markup=False)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latbench.compress._base import conv_reason, is_depthwise
+
 __all__ = ["ConvGeometry", "conv_geometry", "conv_support_reason", "group_weights", "make_conv"]
 
 
@@ -75,9 +77,10 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 
 def conv_support_reason(layer: nn.Module) -> str | None:
     """``None`` if ``layer`` is a Conv2d these methods can split, else the reason (one line)."""
-    if not isinstance(layer, nn.Conv2d) or isinstance(layer, nn.modules.lazy.LazyModuleMixin):
-        return f"only initialised nn.Conv2d layers are supported, not {type(layer).__name__}"
-    if layer.groups > 1 and layer.in_channels == layer.groups:
+    reason = conv_reason(layer, dims=(2,))
+    if reason is not None:
+        return reason + " (Conv1d/Conv3d: use svd or tucker2)"
+    if is_depthwise(layer):
         return ("it is a depthwise convolution (one input channel per group): there is no "
                 "channel rank to reduce")
     return None

@@ -11,15 +11,18 @@ reconstruction is exact even when the weight is rank-deficient.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+import numpy as np
 
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from latbench.compress._base import DecompositionMethod, check_rank
+from torch.multiprocessing.reductions import StorageWeakRef
+
 from latbench.exceptions import UserInputError
 
 __all__ = [
@@ -29,12 +32,12 @@ __all__ = [
     "two_factor",
     "rel_error",
     "squared_norm",
-    "count_params",
-    "describe_layer",
-    "validated_rank",
+    "content_key",
     "check_options",
     "new_conv",
     "new_linear",
+    "CONV_BY_DIM",
+    "maxvol",
 ]
 
 
@@ -58,7 +61,7 @@ def leading_subspace(mats: torch.Tensor, k: int) -> torch.Tensor:
     a = mats.detach().to(torch.float64)
     if _CACHE is None:
         return top_eigvecs(a @ a.transpose(-1, -2), k)
-    vecs = _cached(("subspace",) + _fingerprint(a), lambda: _all_eigvecs(a @ a.transpose(-1, -2)))
+    vecs = _CACHE.get(("subspace", content_key(a)), lambda: _all_eigvecs(a @ a.transpose(-1, -2)))
     return vecs[..., :k]
 
 
@@ -67,7 +70,7 @@ def top_eigvecs(gram: torch.Tensor, k: int) -> torch.Tensor:
     if _CACHE is None:
         return _all_eigvecs(gram)[..., :k]
     g = gram.detach().to(torch.float64)
-    return _cached(("eigh",) + _fingerprint(g), lambda: _all_eigvecs(g))[..., :k]
+    return _CACHE.get(("eigh", content_key(g)), lambda: _all_eigvecs(g))[..., :k]
 
 
 def _all_eigvecs(gram: torch.Tensor) -> torch.Tensor:
@@ -75,59 +78,107 @@ def _all_eigvecs(gram: torch.Tensor) -> torch.Tensor:
     return vecs.flip(-1)
 
 
-# Eigendecompositions kept while :func:`reuse_subspaces` is active: decomposing one layer at
-# many ranks (a rank search, a sweep) then costs one eigendecomposition, not one per rank.
-_CACHE: dict[tuple, torch.Tensor] | None = None
+class _SubspaceCache:
+    """What :func:`reuse_subspaces` keeps: results keyed by the content of their input.
 
+    ``entries`` maps ``(kind, content key)`` to a decomposition (eigenvectors, projections,
+    a squared norm). ``keys`` remembers the content key of tensors already hashed, by the
+    identity of their storage (address, offset, layout, dtype and version counter), so a
+    weight decomposed at many ranks is read once; it holds a *weak* reference to the storage
+    (checked before use, so a freed address reused by another tensor is never mistaken for
+    it) and never a tensor.
+    """
 
-def _fingerprint(a: torch.Tensor) -> tuple:
-    # Shape plus three reductions (float64) of the matrix: equal keys mean equal matrices for
-    # every practical purpose, and the cache only lives inside one ``reuse_subspaces`` block.
-    # Sums accumulate in float64 whatever the matrix's dtype, so a float32 weight can be
-    # fingerprinted without first being copied to float64. The same unmodified tensor (a
-    # layer's weight, decomposed at many ranks) is read once: memoised by its storage, layout
-    # and version counter, holding a reference so the address cannot be reused meanwhile.
-    if _CACHE is not None:
-        ident = ("tensor", a.data_ptr(), tuple(a.shape), a.stride(), a.dtype, a._version)
-        hit = _CACHE.get(ident)
+    def __init__(self) -> None:
+        self.entries: dict[tuple, Any] = {}
+        self.keys: dict[tuple, tuple[Any, tuple]] = {}
+
+    def get(self, key: tuple, compute) -> Any:
+        hit = self.entries.get(key)
         if hit is None:
-            hit = _CACHE[ident] = (a, _reductions(a))
-        return hit[1]
-    return _reductions(a)
+            hit = self.entries[key] = compute()
+        return hit
+
+    def nbytes(self) -> int:
+        """Bytes of the tensors held (what the cache costs in memory)."""
+        total = 0
+        for value in self.entries.values():
+            for t in value if isinstance(value, tuple) else (value,):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
 
 
-def _reductions(a: torch.Tensor) -> tuple:
-    flat = a.reshape(-1).to(torch.float64)
-    sample = flat[:: max(1, flat.numel() // 65536)]
-    ramp = torch.linspace(1.0, 2.0, sample.numel(), dtype=torch.float64)
-    return (tuple(a.shape), str(a.dtype), float(flat.sum()), float((flat * flat).sum()),
-            float((sample * ramp).sum()))
+# The cache of the innermost :func:`reuse_subspaces` block, or None outside every block.
+_CACHE: _SubspaceCache | None = None
+
+
+def _digest(a: torch.Tensor) -> str:
+    """blake2b of the tensor's shape, dtype and bytes (row-major, whatever its strides)."""
+    flat = a.detach().reshape(-1)
+    if flat.device.type != "cpu":
+        flat = flat.cpu()
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{tuple(a.shape)}|{a.dtype}|".encode())
+    if flat.numel():
+        h.update(memoryview(flat.contiguous().view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def content_key(a: torch.Tensor) -> tuple:
+    """A key equal for two tensors exactly when their shape, dtype and bytes are equal.
+
+    Inside :func:`reuse_subspaces` the hash of a tensor whose storage is still alive and
+    unmodified (same version counter) is remembered, so decomposing one weight at many ranks
+    hashes it once.
+    """
+    if a.device.type == "meta":
+        raise UserInputError("a tensor on the 'meta' device has no values to decompose; "
+                             "load the model's weights first")
+    cache = _CACHE
+    if cache is None or a.is_inference():  # inference tensors have no version counter
+        return (_digest(a),)
+    ident = (a.untyped_storage().data_ptr(), a.storage_offset(), tuple(a.shape), a.stride(),
+             a.dtype, str(a.device), a._version)
+    known = cache.keys.get(ident)
+    if known is not None and not known[0].expired():
+        return known[1]
+    key = (_digest(a),)
+    cache.keys[ident] = (StorageWeakRef(a.untyped_storage()), key)
+    return key
 
 
 def squared_norm(a: torch.Tensor) -> float:
-    """``‖a‖²_F`` summed in float64 (read once per tensor inside :func:`reuse_subspaces`)."""
-    return _fingerprint(a.detach())[3]
+    """``‖a‖²_F`` summed in float64 (computed once per tensor inside :func:`reuse_subspaces`)."""
+    a = a.detach()
+    if _CACHE is None:
+        return _squared_norm(a)
+    return _CACHE.get(("sqnorm", content_key(a)), lambda: _squared_norm(a))
 
 
-def _cached(key: tuple, compute) -> Any:
-    assert _CACHE is not None
-    hit = _CACHE.get(key)
-    if hit is None:
-        hit = _CACHE[key] = compute()
-    return hit
+def _squared_norm(a: torch.Tensor) -> float:
+    flat = a.reshape(-1)
+    total = 0.0
+    for chunk in flat.split(1 << 22):  # float64 in pieces: no full-size float64 copy
+        c = chunk.to(torch.float64)
+        total += float((c * c).sum())
+    return total
 
 
 @contextmanager
 def reuse_subspaces() -> Iterator[None]:
-    """Within the block, reuse each matrix's eigendecomposition across ranks (nested use is fine).
+    """Within the block, reuse each matrix's eigendecomposition across ranks.
 
     Results are identical to computing afresh: bases for smaller ranks are prefixes of the
-    full, descending one (see :func:`leading_subspace`).
+    full, descending one (see :func:`leading_subspace`), and entries are keyed by the
+    content of the matrix (:func:`content_key`), never by where it lives. What the block
+    kept is released when the outermost block ends, so scope it to what shares weights
+    (one model of a sweep, one layer of a search); nested blocks share the outer cache.
     """
     global _CACHE
     outer = _CACHE
     if outer is None:
-        _CACHE = {}
+        _CACHE = _SubspaceCache()
     try:
         yield
     finally:
@@ -155,11 +206,11 @@ def two_factor(mats: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if _CACHE is not None:
         # Project once on the whole descending basis; every rank is a prefix of that product
         # (for a 4096×25088 classifier at nine ranks: one product instead of nine).
-        key = ("two_factor",) + _fingerprint(mats.detach())
+        key = ("two_factor", content_key(mats.detach()))
         if m <= n:
-            u, proj = _cached(key, lambda: _projected(mats.detach().to(torch.float64)))
+            u, proj = _CACHE.get(key, lambda: _projected(mats.detach().to(torch.float64)))
             return proj[..., :k, :], u[..., :k]
-        v, proj = _cached(key, lambda: _projected(mats.detach().to(torch.float64).transpose(-1, -2)))
+        v, proj = _CACHE.get(key, lambda: _projected(mats.detach().to(torch.float64).transpose(-1, -2)))
         return v[..., :k].transpose(-1, -2), proj[..., :k, :].transpose(-1, -2)
     a = mats.detach().to(torch.float64)
     if m <= n:
@@ -185,43 +236,6 @@ def rel_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
     return diff / norm
 
 
-def count_params(module: nn.Module) -> int:
-    """Number of parameters of ``module`` (biases included)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def describe_layer(layer: nn.Module) -> str:
-    """One-line description naming the layer's type and weight shape, for error messages."""
-    weight = getattr(layer, "weight", None)
-    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else None
-    extra = ""
-    if isinstance(layer, nn.Conv2d) and layer.groups > 1:
-        extra = f", groups={layer.groups}"
-    return f"{type(layer).__name__} with weight shape {shape}{extra}"
-
-
-def validated_rank(method: DecompositionMethod, layer: nn.Module, rank: Any) -> tuple[int, ...]:
-    """``check_rank`` that also accepts a bare int and names the layer in its error.
-
-    Raises
-    ------
-    UserInputError
-        If the layer is unsupported or the rank is out of range.
-    """
-    if isinstance(rank, bool) or not isinstance(rank, (int, tuple, list)):
-        raise UserInputError(
-            f"{method.name} needs a resolved rank (int or tuple of ints), got {rank!r}; "
-            "use latbench.compress.ranks.resolve_rank for fractions, 'ratio=X' or 'evbmf'"
-        )
-    ranks = (rank,) if isinstance(rank, int) else tuple(rank)
-    if any(isinstance(r, bool) or not isinstance(r, int) for r in ranks):
-        raise UserInputError(f"{method.name} ranks must be ints, got {rank!r}")
-    try:
-        return check_rank(method, layer, ranks)
-    except UserInputError as exc:
-        raise UserInputError(f"{exc} ({describe_layer(layer)})") from None
-
-
 def check_options(method: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Refuse options a method does not know.
 
@@ -237,8 +251,12 @@ def check_options(method: str, options: Mapping[str, Any], allowed: Iterable[str
             raise UserInputError(f"{method} has no option {key!r}; its options are: {known}")
 
 
+#: The plain convolution class of each number of spatial dimensions.
+CONV_BY_DIM: dict[int, type[nn.modules.conv._ConvNd]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
 def new_conv(
-    like: nn.Conv2d,
+    like: nn.modules.conv._ConvNd,
     in_channels: int,
     out_channels: int,
     weight: torch.Tensor,
@@ -246,23 +264,26 @@ def new_conv(
     spatial: bool,
     groups: int,
     bias: torch.Tensor | None = None,
-) -> nn.Conv2d:
-    """A conv with ``like``'s dtype and device holding ``weight`` (and ``bias``).
+) -> nn.modules.conv._ConvNd:
+    """A conv of ``like``'s dimensionality, dtype and device holding ``weight`` (and ``bias``).
 
-    ``spatial=True`` copies ``like``'s kernel size, stride, padding, dilation and padding
-    mode; ``spatial=False`` makes a plain 1×1 conv. Weights skip the random initialisation
-    (``skip_init``) as they are overwritten at once. Where the spatial conv follows a 1×1
-    conv, padding still commutes with that pointwise, bias-free factor.
+    ``like`` is an ``nn.Conv1d``, ``Conv2d`` or ``Conv3d``; the new layer is the plain class
+    of the same number of spatial dimensions. ``spatial=True`` copies ``like``'s kernel size,
+    stride, padding, dilation and padding mode; ``spatial=False`` makes a plain 1×…×1 conv.
+    Weights skip the random initialisation (``skip_init``) as they are overwritten at once.
+    Where the spatial conv follows a pointwise conv, padding still commutes with that
+    pointwise, bias-free factor.
     """
     ref = like.weight
+    cls = CONV_BY_DIM[len(like.kernel_size)]
     if spatial:
         conv = skip_init(
-            nn.Conv2d, in_channels, out_channels, like.kernel_size, stride=like.stride, padding=like.padding,
+            cls, in_channels, out_channels, like.kernel_size, stride=like.stride, padding=like.padding,
             dilation=like.dilation, groups=groups, bias=bias is not None,
             padding_mode=like.padding_mode, device=ref.device, dtype=ref.dtype,
         )
     else:
-        conv = skip_init(nn.Conv2d, in_channels, out_channels, 1, groups=groups, bias=bias is not None,
+        conv = skip_init(cls, in_channels, out_channels, 1, groups=groups, bias=bias is not None,
                          device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight.reshape(conv.weight.shape))
@@ -282,3 +303,54 @@ def new_linear(like: nn.Linear, in_features: int, out_features: int, weight: tor
         if bias is not None:
             lin.bias.copy_(bias)
     return lin
+
+
+def maxvol(basis: Any, *, tol: float = 1.05, max_iters: int = 100) -> "np.ndarray":
+    """Rows of a tall matrix whose square submatrix has (locally) maximal volume.
+
+    The rows ``I`` make ``basis[I]`` a ``tol``-dominant submatrix: every entry of
+    ``basis @ inv(basis[I])`` is at most ``tol`` in modulus, so ``‖inv(basis[I])‖₂ ≤
+    sqrt(1 + tol² r (n − r))`` for an orthonormal ``basis`` (Goreinov, Oseledets,
+    Savostyanov, Tyrtyshnikov, Zamarashkin, "How to find a good submatrix", 2010). This is
+    the row selection of DEIM and of the Reduced-Order Network (:mod:`latbench.compress.ron`).
+    The swaps are ``teneva.maxvol``'s (a maintained implementation of that algorithm).
+
+    Parameters
+    ----------
+    basis : array-like, shape (n, r), n >= r
+        Full column rank.
+    tol : float
+        Dominance to stop at (>= 1; 1.05 is teneva's default).
+    max_iters : int
+        Most row swaps.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (r,)
+        Row indices, distinct.
+
+    Raises
+    ------
+    UserInputError
+        If ``basis`` is not a tall 2-D matrix of full column rank or ``tol < 1``.
+    """
+    import numpy as np
+    try:
+        import teneva
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise UserInputError('MaxVol needs teneva: pip install "teneva>=0.14"') from None
+
+    a = np.asarray(basis.detach().cpu().numpy() if isinstance(basis, torch.Tensor) else basis,
+                   dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < a.shape[1] or a.shape[1] < 1:
+        raise UserInputError(f"maxvol needs a tall n×r matrix with n >= r >= 1, got shape {a.shape}")
+    if not tol >= 1.0:
+        raise UserInputError(f"maxvol tolerance must be >= 1, got {tol}")
+    n, r = a.shape
+    if np.linalg.matrix_rank(a) < r:
+        raise UserInputError(f"maxvol needs a matrix of full column rank; this {n}×{r} one is "
+                             "rank-deficient")
+    if n == r:
+        return np.arange(n)
+    rows, _ = teneva.maxvol(a, e=float(tol), k=int(max_iters))
+    return np.asarray(rows, dtype=np.int64)

@@ -44,7 +44,8 @@ from latbench.compress._conv_split import (
     make_conv,
 )
 from latbench.compress._cp_als import cp_als, cp_trivial_rank
-from latbench.compress._linalg import check_options, count_params, rel_error, validated_rank
+from latbench.compress._base import check_rank, count_params
+from latbench.compress._linalg import check_options, rel_error
 from latbench.exceptions import UserInputError
 
 __all__ = ["CP", "cp_decompose_conv", "cp_factors", "cp_module_weight"]
@@ -184,7 +185,7 @@ class CP:
         """
         check_options(self.name, options, _OPTIONS)
         opts = _check_als_options(options)
-        (r,) = validated_rank(self, layer, rank)
+        (r,) = check_rank(self, layer, rank)
         geo = conv_geometry(layer)
         g = geo.groups
         factors, notes = cp_factors(layer, r, three_way=self.three_way, **opts)

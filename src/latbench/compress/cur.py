@@ -1,4 +1,4 @@
-"""CUR decomposition of a Linear layer (or an ungrouped 1×1 conv).
+"""CUR decomposition of a Linear layer (or an ungrouped pointwise conv, 1-, 2- or 3-D).
 
 Rank is ``(k,)``: ``k`` columns ``C = W[:, J]`` and ``k`` rows ``R = W[I, :]`` of the
 weight ``W (m × n)`` are kept and ``W ≈ C U R`` with the Frobenius-optimal ``U = C⁺ W R⁺``.
@@ -40,15 +40,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from latbench.compress._base import METHODS, Decomposition, LowRankSequential
-from latbench.compress._linalg import (
-    check_options,
+from latbench.compress._base import (
+    METHODS,
+    Decomposition,
+    LowRankSequential,
+    check_rank,
+    conv_reason,
     count_params,
-    new_conv,
-    new_linear,
-    rel_error,
-    validated_rank,
 )
+from latbench.compress._linalg import check_options, new_conv, new_linear, rel_error
 from latbench.compress.ranks import resolve_rank
 from latbench.exceptions import UserInputError
 
@@ -129,13 +129,15 @@ class CUR:
     def supports(self, layer: nn.Module) -> str | None:
         if isinstance(layer, nn.Linear):
             return None
-        if isinstance(layer, nn.Conv2d):
-            if tuple(layer.kernel_size) != (1, 1):
+        if conv_reason(layer) is None:
+            if any(k != 1 for k in layer.kernel_size):
                 return "cur applies to Linear layers and 1x1 convs; use svd or tucker2 for this conv"
             if layer.groups != 1:
                 return "cur does not decompose grouped convs; use svd"
             return None
-        return f"cur applies to Linear layers and 1x1 convs, not {type(layer).__name__}"
+        return (f"cur applies to Linear layers and 1x1 convs, not {type(layer).__name__}"
+                + (" (a transposed convolution)" if isinstance(layer, nn.modules.conv._ConvTransposeNd)
+                   else ""))
 
     def max_rank(self, layer: nn.Module) -> tuple[int, ...]:
         w = layer.weight
@@ -172,7 +174,7 @@ class CUR:
         seed = options.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UserInputError(f"cur option seed must be an int, got {seed!r}")
-        (k,) = validated_rank(self, layer, rank)
+        (k,) = check_rank(self, layer, rank)
         _, _, c, u, r = cur_factors(_matrix(layer), k, algorithm=algorithm, seed=seed)
         m, n = c.shape[0], r.shape[1]
         a, b = (r, c @ u) if m <= n else (u @ r, c)  # first-layer and second-layer weights

@@ -5,22 +5,24 @@ decomposition, and reports per layer and for the whole network. A layer that is 
 a Tucker-2 block (:class:`LowRankSequential` with method ``tucker2``) and is matched by
 a ``tucker2`` rule is re-compressed MUSCO-style (Gusak et al. 2019): only its core is
 decomposed and the new 1×1 factors are folded into the old ones, so the block stays
-three layers deep.
+three layers deep (see :mod:`latbench.compress.tucker`); its rank, ``ratio=`` included, is
+resolved against the whole block.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from latbench.compress._base import METHODS, Decomposition, LowRankSequential
+from latbench.compress._base import METHODS, Decomposition, LowRankSequential, count_params
 from latbench.compress.plan import KEEP, Plan, Rule
+from latbench.compress.tucker import is_tucker2_block
 from latbench.exceptions import UserInputError
 
 __all__ = ["LayerReport", "CompressionResult", "compress_model", "iterative_compress",
@@ -40,11 +42,14 @@ class LayerReport:
     macs_after: int
     rel_error: float
     notes: tuple[str, ...] = ()
+    #: Method-specific figures (``ron``: the stage's errors, see :mod:`latbench.compress.ron`).
+    details: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rank"] = list(self.rank)
         d["notes"] = list(self.notes)
+        d["details"] = dict(self.details)
         return d
 
 
@@ -53,8 +58,9 @@ class CompressionResult:
     """A compressed copy of a model and the report of how it was made.
 
     ``output_rel_error`` is ``‖f(x) − g(x)‖ / ‖f(x)‖`` of the original ``f`` and the
-    compressed ``g`` on a seeded Gaussian probe batch ``x``; ``seconds`` is the wall time
-    of the decompositions alone.
+    compressed ``g`` on the calibration data when they were given (up to 64 samples; all of
+    them for ``ron``), else on a seeded Gaussian probe batch ``x``; ``seconds`` is the wall
+    time of the decompositions (for ``ron``: of the whole reduction).
     """
 
     model: nn.Module
@@ -86,25 +92,24 @@ class CompressionResult:
         }
 
 
-def _is_tucker2_block(m: nn.Module) -> bool:
-    return isinstance(m, LowRankSequential) and m.method == "tucker2"
-
-
 def decomposable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv2d / Linear layers and existing Tucker-2 blocks, outermost first, in order.
+    """Convolutions, Linear layers and decomposed blocks, outermost first, in order.
 
-    Layers inside a decomposed block are not listed separately.
+    Every convolution is listed (1-, 2- and 3-D, transposed too), and every decomposed block
+    (only Tucker-2 blocks can be re-compressed), so that a plan matching one a method cannot
+    take reports why it was skipped. Layers inside a decomposed block are not listed
+    separately. A model that is itself one layer is listed under the name ``""``
+    (PyTorch's name for the root module).
     """
     out: list[tuple[str, nn.Module]] = []
     blocked: list[str] = []
     for name, m in model.named_modules():
-        if any(name.startswith(b + ".") for b in blocked):
+        if any(b == "" or name.startswith(b + ".") for b in blocked):
             continue
         if isinstance(m, LowRankSequential):
             blocked.append(name)
-            if _is_tucker2_block(m):
-                out.append((name, m))
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            out.append((name, m))
+        elif isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
             out.append((name, m))
     return out
 
@@ -116,49 +121,56 @@ def _macs_by_prefix(table, names: Sequence[str]) -> dict[str, int]:
 
 
 def _probe_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
+    from latbench.data.features import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
         out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    return out.detach().to(torch.float64)
 
 
-def _tucker2_weight(block: LowRankSequential) -> torch.Tensor:
-    first, core, last = block[0], block[1], block[2]
-    a = first.weight[:, :, 0, 0]
-    c = last.weight[:, :, 0, 0]
-    return torch.einsum("or,rskl,si->oikl", c, core.weight, a)
+def _decompose(name: str, layer: nn.Module, rule: Rule, seed: int,
+               skipped: list[tuple[str, str]]) -> Decomposition | None:
+    """Decompose one layer by its rule, or record in ``skipped`` why not (``None``)."""
+    from latbench.compress.ranks import as_rank_spec, resolve_rank
 
-
-def _recompress_tucker2(block: LowRankSequential, rule: Rule, rank_spec: Any) -> Decomposition:
-    """MUSCO step: decompose the core of a Tucker-2 block and fold the factors."""
-    from latbench.compress.ranks import resolve_rank
-
-    first, core, last = block[0], block[1], block[2]
-    if any(getattr(m, "groups", 1) != 1 for m in (first, core, last)):
-        raise UserInputError("MUSCO re-compression of a grouped Tucker-2 block is not supported; "
-                             "compress the original layer instead")
-    method = METHODS.get("tucker2")
-    rank = resolve_rank(rank_spec, core, method)
-    inner = method.decompose(core, rank, **dict(rule.options))
-    a2, core2, b2 = inner.module[0], inner.module[1], inner.module[2]
-    with torch.no_grad():
-        new_first = nn.Conv2d(first.in_channels, a2.out_channels, 1, bias=False)
-        new_first.weight.copy_((a2.weight[:, :, 0, 0] @ first.weight[:, :, 0, 0])[:, :, None, None])
-        new_last = nn.Conv2d(b2.in_channels, last.out_channels, 1, bias=last.bias is not None)
-        new_last.weight.copy_((last.weight[:, :, 0, 0] @ b2.weight[:, :, 0, 0])[:, :, None, None])
-        if last.bias is not None:
-            bias = last.bias.clone()
-            if b2.bias is not None:
-                bias += last.weight[:, :, 0, 0] @ b2.bias
-            new_last.bias.copy_(bias)
-    new_block = LowRankSequential(new_first, core2, new_last, method="tucker2",
-                                  rank=(core2.in_channels, core2.out_channels))
-    with torch.no_grad():
-        w_old = _tucker2_weight(block)
-        err = float(torch.linalg.norm(w_old - _tucker2_weight(new_block)) / torch.linalg.norm(w_old))
-    n_before = sum(p.numel() for p in block.parameters())
-    n_after = sum(p.numel() for p in new_block.parameters())
-    return Decomposition(new_block, "tucker2", new_block.rank, n_before, n_after, err,
-                         inner.notes + ("MUSCO: re-compressed the core of an existing Tucker-2 block",))
+    method = METHODS.get(rule.method)
+    if isinstance(layer, LowRankSequential) and not is_tucker2_block(layer):
+        why = (f"already decomposed by {layer.method}; only Tucker-2 blocks can be "
+               "re-compressed (MUSCO)")
+        if rule.exact:
+            raise UserInputError(f"layer {name or '(the model)'!r} is {why}")
+        skipped.append((name, why))
+        return None
+    if is_tucker2_block(layer) and rule.method != "tucker2":
+        skipped.append((name, "already a Tucker-2 block; only tucker2 can re-compress it"))
+        return None
+    reason = method.supports(layer)
+    if reason is not None:
+        if rule.exact:
+            raise UserInputError(f"{rule.method} cannot decompose layer {name or '(the model)'!r}: "
+                                 f"{reason}")
+        skipped.append((name, reason))
+        return None
+    options = dict(rule.options)
+    if rule.method == "cur":
+        options.setdefault("seed", seed)
+    spec = as_rank_spec(rule.rank)  # a malformed rank is an error for every rule
+    try:
+        rank = resolve_rank(spec, layer, method)
+    except UserInputError as exc:
+        if rule.exact or spec.kind != "ratio":
+            raise
+        # A glob asks for a compression; a layer too small to reach it is left as it is.
+        skipped.append((name, str(exc)))
+        return None
+    n_before = count_params(layer)
+    if not rule.exact and method.n_params(layer, rank) >= n_before:
+        # A glob asks to compress; a factorisation that grows the layer is not that.
+        skipped.append((name, f"{rule.method} at rank {rank} would not reduce its "
+                              f"{n_before:,} parameters"))
+        return None
+    return method.decompose(layer, rank, **options)
 
 
 def compress_model(
@@ -168,8 +180,15 @@ def compress_model(
     input_shape: Sequence[int] = (1, 3, 224, 224),
     probe_batch: int = 2,
     seed: int = 0,
+    calibration: Any = None,
 ) -> CompressionResult:
     """Return a compressed copy of ``model`` and a per-layer report; ``model`` is untouched.
+
+    The copy keeps the model's dtype, device and the train/eval mode of every module; its
+    new layers are made in the dtype and on the device of the layers they replace. The MAC
+    counts and the probe run in eval mode without gradients, and put every module of
+    ``model`` back in the mode it was in. A model that is itself one layer (a bare
+    ``nn.Conv2d`` or ``nn.Linear``) is compressed like any other: its layer is named ``""``.
 
     Parameters
     ----------
@@ -181,20 +200,33 @@ def compress_model(
         ``probe_batch`` for the probe).
     seed : int
         Seed of the probe input and of randomised methods (CUR).
+    calibration : Tensor (N, ...) or iterable of batches, optional
+        Inputs from the data the model will see. ``ron`` (Reduced-Order Network) needs
+        them: its plan is one rule whose pattern names the layer the reduced tail starts
+        at and whose rank is the subspace dimension (:func:`latbench.compress.ron.reduce_order`).
+        For the other methods they replace the Gaussian probe of ``output_rel_error``.
 
     Raises
     ------
     UserInputError
-        For an unknown method, a bad rank, an exact layer name that matches no layer,
-        or an exact layer name the method cannot decompose.
+        For an unknown method, a bad rank, an exact layer name that matches no layer, an
+        exact layer name the method cannot decompose, a model on the ``meta`` device
+        (it has no weights to decompose), ``ron`` without calibration data or beside other
+        rules, or calibration data that do not fit the model.
     """
-    from latbench.compress.ranks import resolve_rank
-    from latbench.data.features import count_params, layer_table
+    from latbench.data.features import layer_table, model_dtype_device
+
+    if RON in plan.methods:
+        return _compress_ron(model, plan, input_shape, calibration)
 
     for m in plan.methods:
         METHODS.get(m)  # unknown method → error with suggestions, before any work
+    dtype, device = model_dtype_device(model)
+    if device.type == "meta":
+        raise UserInputError("the model is on the 'meta' device: it has no weights to decompose; "
+                             "load its weights (or build it on a real device) first")
     original = model
-    model = copy.deepcopy(original).eval()
+    model = copy.deepcopy(original)
     candidates = decomposable_layers(model)
     missing = plan.unmatched(n for n, _ in candidates)
     if missing:
@@ -213,31 +245,14 @@ def compress_model(
         rule = plan.rule_for(name)
         if rule is None or rule.method == KEEP:
             continue
-        method = METHODS.get(rule.method)
-        if _is_tucker2_block(layer):
-            if rule.method != "tucker2":
-                skipped.append((name, "already a Tucker-2 block; only tucker2 can re-compress it"))
-                continue
-            decomps[name] = _recompress_tucker2(layer, rule, rule.rank)
+        dec = _decompose(name, layer, rule, seed, skipped)
+        if dec is None:
+            continue
+        decomps[name] = dec
+        if name == "":  # the model is this one layer: the decomposition is the new model
+            model = dec.module
         else:
-            reason = method.supports(layer)
-            if reason is not None:
-                if rule.exact:
-                    raise UserInputError(f"{rule.method} cannot decompose layer {name!r}: {reason}")
-                skipped.append((name, reason))
-                continue
-            options = dict(rule.options)
-            if rule.method == "cur":
-                options.setdefault("seed", seed)
-            rank = resolve_rank(rule.rank, layer, method)
-            n_before = sum(p.numel() for p in layer.parameters())
-            if not rule.exact and method.n_params(layer, rank) >= n_before:
-                # A glob asks to compress; a factorisation that grows the layer is not that.
-                skipped.append((name, f"{rule.method} at rank {rank} would not reduce its "
-                                      f"{n_before:,} parameters"))
-                continue
-            decomps[name] = method.decompose(layer, rank, **options)
-        model.set_submodule(name, decomps[name].module)
+            model.set_submodule(name, dec.module)
     seconds = time.perf_counter() - t0
 
     table_after = layer_table(model, shape)
@@ -248,9 +263,15 @@ def compress_model(
                     macs_b[n], macs_a[n], float(d.rel_error), tuple(d.notes))
         for n, d in decomps.items()
     )
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((probe_batch,) + shape[1:], generator=gen)
-    ref = _probe_output(original.eval(), x)
+    if calibration is not None:
+        from latbench.compress.ron import as_calibration
+
+        x = as_calibration(calibration)[:_CALIBRATION_PROBE]
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((probe_batch,) + shape[1:], generator=gen, dtype=torch.float64)
+    x = x.to(device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
+    ref = _probe_output(original, x)
     out = _probe_output(model, x)
     out_err = float(torch.linalg.norm(ref - out) / torch.linalg.norm(ref).clamp_min(1e-30))
     return CompressionResult(
@@ -258,6 +279,65 @@ def compress_model(
         params_before=count_params(original), params_after=count_params(model),
         macs_before=int(table_before["macs"].sum()), macs_after=int(table_after["macs"].sum()),
         output_rel_error=out_err, seconds=seconds, skipped=tuple(skipped),
+    )
+
+
+RON = "ron"
+#: Calibration samples that probe ``output_rel_error`` of the per-layer methods.
+_CALIBRATION_PROBE = 64
+
+
+def _compress_ron(model: nn.Module, plan: Plan, input_shape: Sequence[int],
+                  calibration: Any) -> CompressionResult:
+    """``ron``: one rule, the tail from its pattern's first layer reduced (see :mod:`.ron`)."""
+    from latbench.compress.ron import reduce_order
+    from latbench.data.features import count_params, eval_mode, layer_table, rows_of
+
+    if len(plan.rules) != 1:
+        raise UserInputError("ron replaces a network's tail as a whole: give it as the plan's only "
+                             "rule (its layers pattern names where the tail starts)")
+    if calibration is None:
+        raise UserInputError("ron needs calibration data: compress_model(..., calibration=batches), "
+                             "or bench compress --calibration FILE.pt")
+    rule = plan.rules[0]
+    unknown = set(rule.options) - {"maxvol_tol"}
+    if unknown:
+        raise UserInputError(f"unknown ron option(s) {sorted(unknown)}; ron takes maxvol_tol")
+    shape = tuple(int(s) for s in input_shape)
+    from latbench.compress.ron import as_calibration
+
+    calibration = as_calibration(calibration)
+    if tuple(calibration.shape[1:]) != shape[1:]:
+        raise UserInputError(f"calibration samples have shape {tuple(calibration.shape[1:])} but "
+                             f"input_shape is {shape}; give the model's input shape")
+    original = model
+    with eval_mode(original):  # the caller's modes are left as they were
+        res = reduce_order(original, rule.rank, calibration, start=rule.pattern,
+                           **dict(rule.options))
+    table_before = layer_table(original, shape)
+    table_after = layer_table(res.model, shape)
+    modules = dict(original.named_modules())
+    reports = []
+    for j, st in enumerate(res.stages):
+        prefix = "readout" if st.name == "readout" else f"stages.{j}"
+        macs_b = sum(int(table_before.loc[rows_of(table_before, m), "macs"].sum()) for m in st.modules)
+        params_b = sum(p.numel() for m in st.modules for p in modules[m].parameters(recurse=False))
+        notes = tuple(st.notes)
+        if st.rank:
+            notes = (f"{st.n:,} values → {st.rank[0]} sampled"
+                     + (f" (max over {st.window}-position windows)" if st.window > 1 else ""),
+                     f"DEIM: interpolation error {st.interpolation_error:.4f} ≤ bound "
+                     f"{st.error_bound:.4f} = ‖(V_I)⁻¹‖₂ {st.deim_constant:.2f} × projection "
+                     f"error {st.projection_error:.4f}") + notes
+        reports.append(LayerReport(
+            st.name, RON, tuple(st.rank), params_b, st.params_after, macs_b,
+            int(table_after.loc[rows_of(table_after, prefix), "macs"].sum()), st.propagated_error,
+            notes, st.details()))
+    return CompressionResult(
+        model=res.model, plan=plan, input_shape=shape, layers=tuple(reports),
+        params_before=count_params(original), params_after=count_params(res.model),
+        macs_before=int(table_before["macs"].sum()), macs_after=int(table_after["macs"].sum()),
+        output_rel_error=res.stages[-1].propagated_error, seconds=res.seconds,
     )
 
 

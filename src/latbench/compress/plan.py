@@ -127,9 +127,13 @@ class Plan:
         """
         p = Path(path)
         try:
-            return cls.from_dict(json.loads(p.read_text()))
+            return cls.from_dict(json.loads(p.read_bytes()))  # JSON is UTF-8 (or -16/-32)
         except FileNotFoundError:
             raise UserInputError(f"plan file {str(p)!r} does not exist") from None
+        except OSError as exc:
+            raise UserInputError(f"cannot read plan file {str(p)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserInputError(f"plan file {str(p)!r} is not UTF-8 text; save it as UTF-8") from None
         except json.JSONDecodeError as exc:
             raise UserInputError(f"plan file {str(p)!r} is not valid JSON: {exc}") from None
 

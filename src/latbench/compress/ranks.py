@@ -8,12 +8,27 @@ Spellings (Python value, or CLI text via :func:`parse_rank_spec`):
 ``0.5`` / ``"0.5"``       fraction ``f`` in (0, 1]: ``ceil(f * base)`` per dimension,
                           ``base = method.fraction_base(layer)``, clipped to
                           ``1..max_rank``. ``1`` is the int rank 1; ``1.0`` is "full".
-``"ratio=3"``             largest uniform fraction whose parameter count is at most
-                          ``params_before / 3`` (exact search over the fraction's
-                          breakpoints, generic through ``method.n_params``)
+``"ratio=3"``             the largest rank whose replacement (the whole new module,
+                          biases included, ``method.n_params``) has at most
+                          ``params_before / 3`` parameters, one rank up having more
+                          (see "Ratio ranks" below)
 ``"evbmf"``               EVBMF rank of each rank dimension's unfolding(s)
 ``"evbmf:0.6"``           MUSCO's weakened EVBMF (see below)
 ========================  ==========================================================
+
+Ratio ranks
+-----------
+A method with one rank dimension gets the largest ``r`` in ``1..max_rank`` with
+``n_params(layer, (r,)) <= params_before / X``; ``r + 1`` would break the budget (or is past
+``max_rank``). CP's ``max_rank`` is far above its channel counts, so a ratio can ask for a
+CP rank beyond ``max(Cin, Cout)`` (``Conv2d(32, 48, 5)`` at ``ratio=2``: rank 213). A method
+with several rank dimensions scales them together: the ranks are
+``clip(ceil(t · fraction_base), 1, max_rank)`` for the largest ``t`` that keeps within the
+budget, and the next ``t`` at which any rank grows breaks it. ``t`` may exceed 1 where
+``max_rank`` exceeds ``fraction_base``. The search is exact: the ranks only change at the
+breakpoints ``t = j / base`` and ``n_params`` never decreases in ``t``, so the breakpoints
+are bisected. ``params_before`` is the parameter count of what is replaced: the layer, or
+the whole Tucker-2 block on a MUSCO step.
 
 EVBMF ranks
 -----------
@@ -58,8 +73,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latbench.compress._base import METHODS, DecompositionMethod
-from latbench.compress._linalg import count_params, describe_layer
+from latbench.compress._base import METHODS, DecompositionMethod, check_rank, count_params, describe_layer
 from latbench.exceptions import UserInputError
 
 __all__ = [
@@ -67,6 +81,7 @@ __all__ = [
     "RankLike",
     "SupportsRankUnfoldings",
     "parse_rank_spec",
+    "as_rank_spec",
     "resolve_rank",
     "weaken_rank",
 ]
@@ -193,7 +208,14 @@ def _float(s: str) -> float | None:
         return None
 
 
-def _to_spec(spec: RankLike) -> RankSpec:
+def as_rank_spec(spec: RankLike) -> RankSpec:
+    """Parse any rank spelling (Python value or CLI text) into a :class:`RankSpec`.
+
+    Raises
+    ------
+    UserInputError
+        If the spelling is malformed (see :func:`parse_rank_spec`).
+    """
     if isinstance(spec, RankSpec):
         return spec
     if isinstance(spec, str):
@@ -264,19 +286,23 @@ def _ratio_ranks(x: float, layer: nn.Module, method: DecompositionMethod,
             f"even rank {ones} keeps {smallest} of {before} parameters "
             f"(best ratio {before / smallest:.3g})"
         )
-    # ceil(f b) only changes at f = j / b, so the feasible set is decided by these breakpoints;
-    # n_params is non-decreasing in f, so bisect the sorted breakpoints.
-    points = sorted({j / b for b in base for j in range(1, b + 1)})
-    lo, hi = 0, len(points) - 1
-    if method.n_params(layer, _fraction_ranks(points[0], base, limits)) > budget:
+    # The ranks at scale t are ceil(t b) clipped to 1..top, so they change only at t = j / b
+    # (j = 1..top per dimension); n_params never decreases in t: bisect those breakpoints.
+    points = sorted({j / b for b, top in zip(base, limits) for j in range(1, top + 1)})
+
+    def ranks_at(t: float) -> tuple[int, ...]:
+        return _fraction_ranks(t, base, limits)
+
+    if method.n_params(layer, ranks_at(points[0])) > budget:
         return ones
+    lo, hi = 0, len(points) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if method.n_params(layer, _fraction_ranks(points[mid], base, limits)) <= budget:
+        if method.n_params(layer, ranks_at(points[mid])) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return _fraction_ranks(points[lo], base, limits)
+    return ranks_at(points[lo])
 
 
 def resolve_rank(spec: RankLike, layer: nn.Module, method: DecompositionMethod | str) -> tuple[int, ...]:
@@ -307,28 +333,14 @@ def resolve_rank(spec: RankLike, layer: nn.Module, method: DecompositionMethod |
         import latbench.compress  # noqa: F401  (registers the built-in methods)
 
         method = METHODS.get(method)
-    rank_spec = _to_spec(spec)
+    rank_spec = as_rank_spec(spec)
     reason = method.supports(layer)
     if reason is not None:
         raise UserInputError(f"{method.name} cannot decompose this {describe_layer(layer)}: {reason}")
     limits = tuple(int(v) for v in method.max_rank(layer))
     if rank_spec.kind == "absolute":
         ranks = tuple(rank_spec.value)  # type: ignore[arg-type]
-        if len(ranks) == 1:
-            ranks = ranks * len(limits)
-        if len(ranks) != len(limits):
-            raise UserInputError(
-                f"{method.name} takes {len(limits)} rank(s) for this {describe_layer(layer)}, "
-                f"got {len(ranks)} ({','.join(map(str, ranks))})"
-            )
-        for r, top in zip(ranks, limits):
-            if not 1 <= r <= top:
-                allowed = " and ".join(f"1..{t}" for t in limits)
-                raise UserInputError(
-                    f"{method.name} rank {','.join(map(str, ranks))} is out of range for this "
-                    f"{describe_layer(layer)}: allowed {allowed}"
-                )
-        return ranks
+        return check_rank(method, layer, ranks * len(limits) if len(ranks) == 1 else ranks)
     base = tuple(int(v) for v in method.fraction_base(layer))
     if rank_spec.kind == "fraction":
         return _fraction_ranks(float(rank_spec.value), base, limits)  # type: ignore[arg-type]

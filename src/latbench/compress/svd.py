@@ -1,4 +1,4 @@
-"""Truncated SVD of a Linear layer, and channel SVD of a Conv2d.
+"""Truncated SVD of a Linear layer, and channel SVD of a Conv1d, Conv2d or Conv3d.
 
 Rank is ``(k,)``.
 
@@ -7,30 +7,41 @@ Rank is ``(k,)``.
 * ``Conv2d(Cin → Cout, kh×kw)`` becomes ``kh×kw conv (Cin → k)`` carrying stride, padding,
   dilation and padding mode → ``1×1 conv (k → Cout)`` with the bias. The factorised matrix
   is the kernel reshaped to ``Cout × (Cin kh kw)``; a 1×1 conv is thus the linear SVD.
+  ``Conv1d`` and ``Conv3d`` are factorised the same way (kernel ``k`` or ``kd×kh×kw`` in
+  place of ``kh×kw``, a pointwise conv of the same dimensionality after it). Transposed
+  convolutions are refused.
 * Grouped convs are factorised **per group**: ``k`` is the rank of each group's
   ``(Cout/g) × (Cin/g kh kw)`` matrix, both factor convs keep ``groups=g`` and carry
-  ``g k`` channels between them. Parameters: ``k (Cin kh kw + Cout)`` plus the bias.
+  ``g k`` channels between them. Parameters: ``k (Cin kh kw + Cout)`` plus the bias
+  (``kh kw``: the product of the kernel's sizes).
   Depthwise convs (one input channel per group) are refused: each group's matrix has
   rank 1 at most, so there is nothing to factor.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from latbench.compress._base import METHODS, Decomposition, LowRankSequential
+from latbench.compress._base import (
+    METHODS,
+    Decomposition,
+    LowRankSequential,
+    check_rank,
+    conv_reason,
+    count_params,
+    is_depthwise,
+)
 from latbench.compress._linalg import (
     check_options,
-    count_params,
     new_conv,
     new_linear,
     rel_error,
     squared_norm,
     two_factor,
-    validated_rank,
 )
 from latbench.compress.ranks import resolve_rank
 from latbench.exceptions import UserInputError
@@ -38,15 +49,11 @@ from latbench.exceptions import UserInputError
 __all__ = ["SVD", "decompose_linear", "decompose_conv"]
 
 
-def _group_matrices(layer: nn.Conv2d) -> torch.Tensor:
-    """The conv kernel as ``g`` matrices ``(Cout/g) × (Cin/g kh kw)``."""
+def _group_matrices(layer: nn.modules.conv._ConvNd) -> torch.Tensor:
+    """The conv kernel as ``g`` matrices ``(Cout/g) × (Cin/g · kernel size)``."""
     g = layer.groups
     w = layer.weight
     return w.reshape(g, w.shape[0] // g, -1)
-
-
-def _is_depthwise(layer: nn.Conv2d) -> bool:
-    return layer.groups > 1 and layer.in_channels == layer.groups
 
 
 class SVD:
@@ -57,12 +64,13 @@ class SVD:
     def supports(self, layer: nn.Module) -> str | None:
         if isinstance(layer, nn.Linear):
             return None
-        if isinstance(layer, nn.Conv2d):
-            if _is_depthwise(layer):
-                return ("a depthwise conv has one input channel per group, so each group's kernel "
-                        "has rank 1 at most and cannot be factorised")
-            return None
-        return f"svd applies to Linear and Conv2d layers, not {type(layer).__name__}"
+        reason = conv_reason(layer)
+        if reason is not None:
+            return f"svd applies to Linear and Conv1d/Conv2d/Conv3d layers; {reason}"
+        if is_depthwise(layer):
+            return ("a depthwise conv has one input channel per group, so each group's kernel "
+                    "has rank 1 at most and cannot be factorised")
+        return None
 
     def max_rank(self, layer: nn.Module) -> tuple[int, ...]:
         if isinstance(layer, nn.Linear):
@@ -79,8 +87,7 @@ class SVD:
         bias = 0 if layer.bias is None else layer.bias.numel()
         if isinstance(layer, nn.Linear):
             return k * (layer.in_features + layer.out_features) + bias
-        kh, kw = layer.kernel_size
-        return k * (layer.in_channels * kh * kw + layer.out_channels) + bias
+        return k * (layer.in_channels * math.prod(layer.kernel_size) + layer.out_channels) + bias
 
     def rank_unfoldings(self, layer: nn.Module) -> list[torch.Tensor]:
         """The matrix being factorised; a ``(g, m, n)`` stack for a grouped conv."""
@@ -90,7 +97,7 @@ class SVD:
 
     def decompose(self, layer: nn.Module, rank: tuple[int, ...], **options: Any) -> Decomposition:
         check_options(self.name, options, ())
-        (k,) = validated_rank(self, layer, rank)
+        (k,) = check_rank(self, layer, rank)
         if isinstance(layer, nn.Linear):
             module, err = _svd_linear(layer, k)
         else:
@@ -121,7 +128,7 @@ def _svd_linear(layer: nn.Linear, k: int) -> tuple[LowRankSequential, float]:
     return LowRankSequential(first, second, method="svd", rank=(k,)), err
 
 
-def _svd_conv(layer: nn.Conv2d, k: int) -> tuple[LowRankSequential, torch.Tensor]:
+def _svd_conv(layer: nn.modules.conv._ConvNd, k: int) -> tuple[LowRankSequential, torch.Tensor]:
     g = layer.groups
     a, b = two_factor(_group_matrices(layer), k)  # a: (g, k, n), b: (g, m, k)
     bias = None if layer.bias is None else layer.bias.detach()
@@ -157,20 +164,21 @@ def decompose_linear(layer: nn.Linear, rank: Any) -> LowRankSequential:
     return METHOD.decompose(layer, resolve_rank(rank, layer, METHOD)).module
 
 
-def decompose_conv(layer: nn.Conv2d, rank: Any) -> LowRankSequential:
+def decompose_conv(layer: nn.modules.conv._ConvNd, rank: Any) -> LowRankSequential:
     """Channel SVD of ``layer`` into a ``kh×kw`` conv and a ``1×1`` conv.
 
     Parameters
     ----------
-    layer : nn.Conv2d
+    layer : nn.Conv1d, nn.Conv2d or nn.Conv3d
     rank : int, tuple, float, or str
         Rank per group; any spelling :func:`latbench.compress.ranks.resolve_rank` accepts.
 
     Raises
     ------
     UserInputError
-        If ``layer`` is not a supported Conv2d or the rank is invalid.
+        If ``layer`` is not a supported convolution or the rank is invalid.
     """
-    if not isinstance(layer, nn.Conv2d):
-        raise UserInputError(f"decompose_conv needs an nn.Conv2d, got {type(layer).__name__}")
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        raise UserInputError(f"decompose_conv needs an nn.Conv2d (or Conv1d/Conv3d), got "
+                             f"{type(layer).__name__}")
     return METHOD.decompose(layer, resolve_rank(rank, layer, METHOD)).module

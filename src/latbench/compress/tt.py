@@ -35,13 +35,8 @@ from latbench.compress._conv_split import (
     group_weights,
     make_conv,
 )
-from latbench.compress._linalg import (
-    check_options,
-    count_params,
-    rel_error,
-    two_factor,
-    validated_rank,
-)
+from latbench.compress._base import check_rank, count_params
+from latbench.compress._linalg import check_options, rel_error, two_factor
 
 __all__ = ["TT", "tt_cores", "tt_decompose_conv", "tt_effective_rank", "tt_module_weight"]
 
@@ -134,7 +129,7 @@ class TT:
             For an unsupported layer, a bad rank or any option.
         """
         check_options(self.name, options, ())
-        asked = validated_rank(self, layer, rank)
+        asked = check_rank(self, layer, rank)
         r1, r2, r3 = tt_effective_rank(layer, asked)  # type: ignore[arg-type]
         notes: tuple[str, ...] = ()
         if (r1, r2, r3) != asked:

@@ -18,28 +18,42 @@ Grouped convs are decomposed **per group**: ``(R_in, R_out)`` are ranks of each 
 ``g R_in`` and ``g R_out`` channels. Parameters:
 ``Cin R_in + g R_in R_out kh kw + R_out Cout`` plus the bias (``g = 1``: Kim et al.'s
 ``Cin R_in + R_in R_out k² + R_out Cout``). Depthwise convs are refused (one input
-channel per group leaves nothing to factor).
+channel per group leaves nothing to factor). ``Conv1d`` and ``Conv3d`` are decomposed the
+same way (the kernel's spatial modes stay in the core); transposed convs are refused.
+
+MUSCO re-compression (Gusak et al. 2019, "Automated multi-stage compression of neural
+networks"): a Tucker-2 block this method made (a :class:`LowRankSequential` tagged
+``tucker2``) is itself a layer ``tucker2`` takes. Its core is decomposed again at rank
+``(R_in', R_out') <= (R_in, R_out)`` and the new pointwise factors are folded into the old
+ones, so the block stays three layers deep. Every rank spelling is resolved against the
+whole block: ``max_rank`` is the core's ranks, :meth:`Tucker2.n_params` the parameters of
+the whole new block (so ``ratio=2`` halves the block, not its core), and ``evbmf`` ranks
+come from the core's unfoldings, as in MUSCO. Grouped blocks are refused.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from latbench.compress._base import METHODS, Decomposition, LowRankSequential
-from latbench.compress._linalg import (
-    check_options,
+from latbench.compress._base import (
+    METHODS,
+    Decomposition,
+    LowRankSequential,
+    check_rank,
+    conv_reason,
     count_params,
-    new_conv,
-    top_eigvecs,
-    validated_rank,
+    is_depthwise,
 )
+from latbench.compress._linalg import check_options, new_conv, rel_error, top_eigvecs
 from latbench.compress.ranks import resolve_rank
 from latbench.exceptions import UserInputError
 
-__all__ = ["Tucker2", "tucker2_factors", "tucker2_weight", "decompose_conv"]
+__all__ = ["Tucker2", "tucker2_factors", "tucker2_weight", "tucker2_block_weight",
+           "is_tucker2_block", "decompose_conv"]
 
 
 def _grouped(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -140,20 +154,50 @@ def _stored_error(w: torch.Tensor, u_in: torch.Tensor, u_out: torch.Tensor,
     return max(ww - 2.0 * cross + hat, 0.0) ** 0.5 / ww ** 0.5
 
 
+def is_tucker2_block(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a Tucker-2 block (``pointwise → core → pointwise``) made here."""
+    return isinstance(layer, LowRankSequential) and layer.method == "tucker2" and len(layer) == 3
+
+
+def tucker2_block_weight(block: LowRankSequential) -> torch.Tensor:
+    """The ``(Cout, Cin, *kernel)`` kernel an ungrouped Tucker-2 block computes, in float64."""
+    first, core, last = block[0], block[1], block[2]
+    a = first.weight.detach().double().reshape(first.out_channels, -1)  # (R_in, Cin)
+    c = last.weight.detach().double().reshape(last.out_channels, -1)  # (Cout, R_out)
+    g = core.weight.detach().double()
+    r_out, r_in = g.shape[0], g.shape[1]
+    t = (c @ g.reshape(r_out, -1)).reshape(c.shape[0], r_in, -1)  # (Cout, R_in, s)
+    w = (t.transpose(1, 2) @ a).transpose(1, 2)  # (Cout, Cin, s)
+    return w.reshape((c.shape[0], a.shape[1]) + tuple(g.shape[2:]))
+
+
 class Tucker2:
-    """Tucker-2 (HOSVD/HOOI) of a Conv2d; see the module docstring. Rank ``(R_in, R_out)``."""
+    """Tucker-2 (HOSVD/HOOI) of a convolution, or MUSCO re-compression of a Tucker-2 block;
+    see the module docstring. Rank ``(R_in, R_out)``."""
 
     name = "tucker2"
 
     def supports(self, layer: nn.Module) -> str | None:
-        if not isinstance(layer, nn.Conv2d):
-            return f"tucker2 applies to Conv2d layers, not {type(layer).__name__} (use svd)"
-        if layer.groups > 1 and layer.in_channels == layer.groups:
+        if is_tucker2_block(layer):
+            if any(m.groups != 1 for m in layer):
+                return ("MUSCO re-compression of a grouped Tucker-2 block is not supported; "
+                        "compress the original layer instead")
+            if layer[0].bias is not None or layer[1].bias is not None:
+                return "this Tucker-2 block has biases before its last layer (not one latbench made)"
+            return None
+        if isinstance(layer, nn.Linear):
+            return "tucker2 applies to convolutions, not Linear (use svd)"
+        reason = conv_reason(layer)
+        if reason is not None:
+            return f"tucker2 applies to Conv1d/Conv2d/Conv3d layers; {reason}"
+        if is_depthwise(layer):
             return ("a depthwise conv has one input channel per group, so there is no input "
                     "channel mode to factor")
         return None
 
     def max_rank(self, layer: nn.Module) -> tuple[int, ...]:
+        if is_tucker2_block(layer):
+            return (layer[1].in_channels, layer[1].out_channels)
         g = layer.groups
         return (layer.in_channels // g, layer.out_channels // g)
 
@@ -161,14 +205,22 @@ class Tucker2:
         return self.max_rank(layer)
 
     def n_params(self, layer: nn.Module, rank: tuple[int, ...]) -> int:
+        """Parameters of the replacement: the new block, also when ``layer`` is a block."""
         r_in, r_out = rank
-        kh, kw = layer.kernel_size
+        if is_tucker2_block(layer):
+            first, core, last = layer[0], layer[1], layer[2]
+            bias = 0 if last.bias is None else last.bias.numel()
+            return (first.in_channels * r_in + r_in * r_out * math.prod(core.kernel_size)
+                    + r_out * last.out_channels + bias)
         bias = 0 if layer.bias is None else layer.bias.numel()
-        return (layer.in_channels * r_in + layer.groups * r_in * r_out * kh * kw
+        return (layer.in_channels * r_in + layer.groups * r_in * r_out * math.prod(layer.kernel_size)
                 + r_out * layer.out_channels + bias)
 
     def rank_unfoldings(self, layer: nn.Module) -> list[torch.Tensor]:
-        """``[mode-1 (input channels), mode-0 (output channels)]`` unfoldings, per group."""
+        """``[mode-1 (input channels), mode-0 (output channels)]`` unfoldings, per group
+        (of the core, for a Tucker-2 block: MUSCO's rank selection)."""
+        if is_tucker2_block(layer):
+            layer = layer[1]
         w = layer.weight.detach()
         g = layer.groups
         o, i = w.shape[0] // g, w.shape[1]
@@ -178,7 +230,7 @@ class Tucker2:
         return [mode1, mode0]
 
     def decompose(self, layer: nn.Module, rank: tuple[int, ...], **options: Any) -> Decomposition:
-        """Decompose ``layer`` at ``rank = (R_in, R_out)``.
+        """Decompose ``layer`` at ``rank = (R_in, R_out)`` (re-compress it, for a block).
 
         Options
         -------
@@ -195,7 +247,9 @@ class Tucker2:
         hooi = options.get("hooi_iters", 0)
         if isinstance(hooi, bool) or not isinstance(hooi, int) or hooi < 0:
             raise UserInputError(f"tucker2 option hooi_iters must be an int >= 0, got {hooi!r}")
-        r_in, r_out = validated_rank(self, layer, rank)
+        r_in, r_out = check_rank(self, layer, rank)
+        if is_tucker2_block(layer):
+            return self._recompress(layer, (r_in, r_out), hooi)
         g = layer.groups
         w = _grouped(layer.weight, g)
         u_in, u_out = _subspaces(w, (r_in, r_out), hooi)
@@ -221,18 +275,46 @@ class Tucker2:
             rel_error=err, notes=notes,
         )
 
+    def _recompress(self, block: LowRankSequential, rank: tuple[int, int], hooi: int) -> Decomposition:
+        """MUSCO step: decompose the block's core at ``rank`` and fold the new factors."""
+        first, core, last = block[0], block[1], block[2]
+        inner = self.decompose(core, rank, hooi_iters=hooi)
+        a2, core2, b2 = inner.module[0], inner.module[1], inner.module[2]
+        with torch.no_grad():  # fold in float64, store in the block's dtype
+            w_first = (a2.weight.double().reshape(a2.out_channels, -1)
+                       @ first.weight.double().reshape(first.out_channels, -1))
+            last_w = last.weight.double().reshape(last.out_channels, -1)
+            w_last = last_w @ b2.weight.double().reshape(b2.out_channels, -1)
+            bias = None
+            if last.bias is not None:
+                bias = last.bias.double()
+                if b2.bias is not None:
+                    bias = bias + last_w @ b2.bias.double()
+        new_first = new_conv(first, first.in_channels, a2.out_channels, w_first, spatial=False,
+                             groups=1)
+        new_last = new_conv(last, b2.in_channels, last.out_channels, w_last, spatial=False,
+                            groups=1, bias=bias)
+        new_block = LowRankSequential(new_first, core2, new_last, method=self.name,
+                                      rank=(core2.in_channels, core2.out_channels))
+        new_block.train(block.training)
+        err = rel_error(tucker2_block_weight(block), tucker2_block_weight(new_block))
+        return Decomposition(
+            new_block, self.name, new_block.rank, count_params(block), count_params(new_block),
+            err, inner.notes + ("MUSCO: re-compressed the core of an existing Tucker-2 block",))
+
 
 #: The registered ``tucker2`` method.
 METHOD = Tucker2()
 METHODS.register("tucker2", METHOD)
 
 
-def decompose_conv(layer: nn.Conv2d, rank: Any, *, hooi_iters: int = 0) -> LowRankSequential:
+def decompose_conv(layer: nn.modules.conv._ConvNd, rank: Any, *, hooi_iters: int = 0
+                   ) -> LowRankSequential:
     """Tucker-2 of ``layer`` into ``1×1 → kh×kw → 1×1`` convs.
 
     Parameters
     ----------
-    layer : nn.Conv2d
+    layer : nn.Conv1d, nn.Conv2d or nn.Conv3d
     rank : int, tuple, float, or str
         ``(R_in, R_out)`` per group, or any spelling
         :func:`latbench.compress.ranks.resolve_rank` accepts.
@@ -242,8 +324,9 @@ def decompose_conv(layer: nn.Conv2d, rank: Any, *, hooi_iters: int = 0) -> LowRa
     Raises
     ------
     UserInputError
-        If ``layer`` is not a supported Conv2d or the rank is invalid.
+        If ``layer`` is not a supported convolution or the rank is invalid.
     """
-    if not isinstance(layer, nn.Conv2d):
-        raise UserInputError(f"tucker2 needs an nn.Conv2d, got {type(layer).__name__}")
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        raise UserInputError(f"tucker2 needs an nn.Conv2d (or Conv1d/Conv3d), got "
+                             f"{type(layer).__name__}")
     return METHOD.decompose(layer, resolve_rank(rank, layer, METHOD), hooi_iters=hooi_iters).module

@@ -1,4 +1,4 @@
-"""Layer tables of the graph a runtime executes, read from the runtime (feature schema 4).
+"""Layer tables of the graph a runtime executes, read from the runtime (feature schema 5).
 
 A PyTorch module's leaf layers (:func:`latbench.data.features.layer_table`) are not the
 kernels an inference runtime runs: ONNX Runtime folds a batch norm into the convolution
@@ -22,6 +22,10 @@ and :func:`onnx_graph_table` turns that graph into a layer table with the column
   a folded batch norm leaves no trace but the convolution's bias;
 * ``graph``: where the table came from, e.g. ``"onnxruntime:all:CPUExecutionProvider"``;
 * ``inputs``: the rows whose outputs the node reads (the dataflow graph), as in schema 3;
+* ``uncounted``: the node's ONNX type where it computes but no formula here counts its
+  MACs (``ConvTranspose``, ``Einsum``, recurrent and attention kernels, a product whose
+  shapes could not be read) — never a silent 0, as in
+  :func:`~latbench.data.features.layer_table`;
 * ``macs``, ``params``, bytes as :func:`~latbench.data.features.layer_table` counts them,
   from the node's weights and the tensor shapes of one run on a zero input. They count the
   work the kernel does: ONNX Runtime's NCHWc kernels (x86, level ``all``) compute on channels
@@ -43,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from latbench.data.features import LAYER_COLUMNS, TORCH_GRAPH
+from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, TORCH_GRAPH
 from latbench.exceptions import UserInputError
 
 __all__ = [
@@ -69,6 +73,9 @@ _MAXPOOL = {"MaxPool", "GlobalMaxPool"}
 _AVGPOOL = {"AveragePool", "GlobalAveragePool"}
 _RESHAPE = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 _ARITH = {"Add", "Sub", "Mul", "Div", "Sum"}
+#: Compute kernels whose MACs no formula here counts: named in ``uncounted``.
+_UNCOUNTED = {"ConvTranspose", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
+              "GroupQueryAttention", "DFT", "STFT", "DeformConv", "QAttention"}
 #: Input index of the weight of each convolution / matrix product form.
 _WEIGHT_INDEX = {"QLinearConv": 3, "QLinearMatMul": 3}
 
@@ -250,8 +257,8 @@ def onnx_graph_table(model: str | Path | Any, input_shape: Sequence[int], *,
         row = dict(name=node.name or (out or ""), op=op, in_channels=1, out_channels=1,
                    kernel_h=1, kernel_w=1, stride_h=1, stride_w=1, pad_h=0, pad_w=0,
                    dilation_h=1, dilation_w=1, groups=1, bias=0, macs=0, params=0,
-                   weight_bytes=0, inputs=",".join(str(r) for r in sorted(srcs)), fused=fused,
-                   graph=graph)
+                   weight_bytes=0, inputs=",".join(str(r) for r in sorted(srcs)),
+                   uncounted="", fused=fused, graph=graph)
         row["batch"] = int(ishape[0]) if ishape is not None and len(ishape) >= 2 else 1
         row["in_h"], row["in_w"] = _hw(ishape)
         row["out_h"], row["out_w"] = _hw(oshape)
@@ -278,13 +285,15 @@ def onnx_graph_table(model: str | Path | Any, input_shape: Sequence[int], *,
                 row["stride_h"], row["stride_w"] = _pair(a.get("strides"), 1)
                 pads = list(a.get("pads") or [0, 0, 0, 0])
                 row["pad_h"], row["pad_w"] = (int(pads[0]), int(pads[1])) if len(pads) >= 2 else (0, 0)
+        if node.op_type in _UNCOUNTED or (op in ("conv", "dwconv", "linear") and not row["macs"]):
+            row["uncounted"] = node.op_type
         producers_of = frozenset({len(rows)})
         for o in node.output:
             if o:
                 producers[o] = producers_of
         rows.append(row)
     return pd.DataFrame(rows, columns=LAYER_COLUMNS).astype(
-        {c: "int64" for c in LAYER_COLUMNS if c not in ("name", "op", "inputs", "fused", "graph")})
+        {c: "int64" for c in LAYER_COLUMNS if c not in STRING_COLUMNS})
 
 
 def _kind(node: Any, a: dict, acts: list[str], weights: list[str], consts: dict) -> tuple[str, str]:

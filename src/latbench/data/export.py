@@ -20,7 +20,8 @@ def flat_table(db_path: str | Path) -> pd.DataFrame:
 
     Columns: ``measurement_id, device, device_kind, variant_id, content_hash, source_model,
     method, input_shape, plan`` (JSON or empty), ``runtime, runtime_version, provider,
-    threads, spec_key, latency_ms`` (the median), ``mean_ms, std_ms, min_ms, p10_ms, p90_ms,
+    threads, format`` (``onnx``, ``tflite``; empty for imported latencies) ``, spec_key,
+    latency_ms`` (the median), ``mean_ms, std_ms, min_ms, p10_ms, p90_ms,
     iqr_ms, n_samples, confident, throttled, timestamp, source``, then the model-level
     features of :func:`latbench.data.features.model_features`.
 
@@ -38,7 +39,7 @@ def flat_table(db_path: str | Path) -> pd.DataFrame:
         df = pd.read_sql(
             "SELECT m.id AS measurement_id, d.name AS device, d.kind AS device_kind, m.variant_id, "
             "v.content_hash, v.source_model, v.method, v.input_shape, COALESCE(v.plan, '') AS plan, "
-            "m.runtime, m.runtime_version, m.provider, m.threads, m.spec_key, "
+            "m.runtime, m.runtime_version, m.provider, m.threads, m.format, m.spec_key, "
             "m.median_ms AS latency_ms, m.mean_ms, m.std_ms, m.min_ms, m.p10_ms, m.p90_ms, m.iqr_ms, "
             "m.n_samples, m.confident, m.throttled, m.timestamp, m.source, t.features "
             "FROM measurements m JOIN variants v ON v.id = m.variant_id "

@@ -18,12 +18,18 @@ Tables
     ``"none"`` allowed), compression plan JSON, and the id of its layer table.
 ``measurements``
     One row per measurement: the :class:`BenchSpec` JSON and key, runtime, provider, threads,
-    raw samples (seconds) JSON, statistics in ms, device state before/after, provenance.
+    artifact format (``onnx``, ``tflite``; empty for imported latencies), raw samples
+    (seconds) JSON, statistics in ms, device state before/after, provenance.
 ``failures``
     Append-only log of what failed, where, and at which stage.
 ``layer_measurements``
-    A single layer configuration measured alone (keyed by :func:`layer_key`), with its
-    layer features as JSON: the data of a lookup-table predictor.
+    A single layer configuration measured alone (keyed by :func:`layer_key`), or read from
+    a whole model's per-operator profile (``source`` ``op_profile:...``), with its layer
+    features as JSON and the artifact format: the data of a lookup-table predictor.
+
+Versions: 1 → 2 added ``format`` to ``measurements`` and ``layer_measurements`` (filled from
+the runtime: ``tflite``/``litert`` runtimes ran ``.tflite`` files, ``imported`` none, the rest
+``.onnx``) and to the resume and lookup indexes.
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from collections.abc import Callable
 
 from latbench.exceptions import StoreError
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA_SQL", "MIGRATIONS", "ensure_schema", "read_version"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA_SQL", "MIGRATIONS", "TFLITE_RUNTIMES", "ensure_schema",
+           "read_version"]
 
 #: The schema this latbench writes. Bump it and add a migration when a table changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS schema_info (
@@ -83,6 +90,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     runtime_version TEXT NOT NULL,
     provider        TEXT NOT NULL,
     threads         INTEGER NOT NULL,
+    format          TEXT NOT NULL DEFAULT '',
     samples_s       TEXT NOT NULL,
     median_ms       REAL NOT NULL,
     mean_ms         REAL,
@@ -102,7 +110,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     created_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_resume
-    ON measurements(variant_id, device_id, runtime, runtime_version, threads);
+    ON measurements(variant_id, device_id, runtime, runtime_version, threads, format);
 CREATE INDEX IF NOT EXISTS measurements_device ON measurements(device_id);
 CREATE TABLE IF NOT EXISTS failures (
     id           INTEGER PRIMARY KEY,
@@ -127,6 +135,7 @@ CREATE TABLE IF NOT EXISTS layer_measurements (
     runtime_version TEXT NOT NULL,
     provider        TEXT NOT NULL,
     threads         INTEGER NOT NULL,
+    format          TEXT NOT NULL DEFAULT '',
     samples_s       TEXT NOT NULL,
     median_ms       REAL NOT NULL,
     mean_ms         REAL,
@@ -141,11 +150,34 @@ CREATE TABLE IF NOT EXISTS layer_measurements (
     created_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS layer_measurements_lookup
-    ON layer_measurements(device_id, layer_key, runtime, runtime_version, threads);
+    ON layer_measurements(device_id, layer_key, runtime, runtime_version, threads, format);
 """
 
+#: Runtimes that run ``.tflite`` files (the v1 → v2 migration fills ``format`` from them).
+TFLITE_RUNTIMES = ("tflite", "litert")
+
+
+def _add_format(conn: sqlite3.Connection) -> None:
+    """Schema 1 → 2: a ``format`` column on both measurement tables, filled from the runtime."""
+    tflite = ", ".join(f"'{r}'" for r in TFLITE_RUNTIMES)
+    fill = (f"CASE WHEN runtime IN ({tflite}) THEN 'tflite' "
+            "WHEN runtime = 'imported' THEN '' ELSE 'onnx' END")
+    for table, index in (("measurements", "measurements_resume"),
+                         ("layer_measurements", "layer_measurements_lookup")):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN format TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"UPDATE {table} SET format = {fill}")
+        # The stored spec gains the field too (spec_key stays the key it was stored under).
+        conn.execute(f"UPDATE {table} SET spec = json_set(spec, '$.format', format) "
+                     "WHERE format != '' AND json_valid(spec)")
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    conn.execute("CREATE INDEX measurements_resume ON measurements(variant_id, device_id, runtime, "
+                 "runtime_version, threads, format)")
+    conn.execute("CREATE INDEX layer_measurements_lookup ON layer_measurements(device_id, "
+                 "layer_key, runtime, runtime_version, threads, format)")
+
+
 #: ``MIGRATIONS[n]`` upgrades a database from schema ``n`` to ``n + 1`` (runs inside a transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_format}
 
 
 def read_version(conn: sqlite3.Connection) -> int | None:

@@ -538,6 +538,7 @@ class Store:
             return None if v is None else int(bool(v))
 
         spec_dict = spec.to_dict()
+        fmt = "" if spec.runtime == IMPORTED_RUNTIME else spec.format
         # Same digest as BenchSpec.key, without converting the spec to a dict twice.
         spec_key = hashlib.sha256(json.dumps(spec_dict, sort_keys=True).encode()).hexdigest()[:16]
         # A measurement's identity: a rerun or a second writer of the same one is ignored.
@@ -545,12 +546,12 @@ class Store:
         with self.transaction():
             self._conn.execute(
                 "INSERT OR IGNORE INTO measurements(variant_id, device_id, record_key, spec_key, spec, "
-                "runtime, runtime_version, provider, threads, samples_s, median_ms, mean_ms, std_ms, "
-                "min_ms, p10_ms, p90_ms, iqr_ms, n_samples, confident, throttled, info_before, "
+                "runtime, runtime_version, provider, threads, format, samples_s, median_ms, mean_ms, "
+                "std_ms, min_ms, p10_ms, p90_ms, iqr_ms, n_samples, confident, throttled, info_before, "
                 "info_after, extra, timestamp, source, created_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (int(variant_id), int(device_id), record_key, spec_key, _json(spec_dict),
-                 spec.runtime, spec.runtime_version, spec.provider, int(spec.threads),
+                 spec.runtime, spec.runtime_version, spec.provider, int(spec.threads), fmt,
                  _json(samples_s), stats["median_ms"], stats["mean_ms"], stats["std_ms"],
                  stats["min_ms"], stats["p10_ms"], stats["p90_ms"], stats["iqr_ms"],
                  int(stats["n_samples"]), opt_bool(stats["confident"]), opt_bool(stats["throttled"]),
@@ -558,17 +559,22 @@ class Store:
             return int(self._one("SELECT id FROM measurements WHERE record_key=?", (record_key,)))
 
     def has_measurement(self, content_hash: str, input_shape: Sequence[int] | str, device_name: str,
-                        runtime: str, runtime_version: str, threads: int) -> bool:
-        """Whether this variant was already measured on this device with this runtime and threads.
+                        runtime: str, runtime_version: str, threads: int, *,
+                        format: str | None = None) -> bool:
+        """Whether this variant was already measured on this device with this runtime, threads
+        and (when given) artifact format (``onnx``, ``tflite``).
 
         The sweep calls it to resume: a hit means "skip".
         """
-        return self._one(
-            "SELECT 1 FROM measurements m JOIN variants v ON v.id = m.variant_id "
-            "JOIN devices d ON d.id = m.device_id WHERE v.content_hash=? AND v.input_shape=? "
-            "AND d.name=? AND m.runtime=? AND m.runtime_version=? AND m.threads=? LIMIT 1",
-            (content_hash, shape_str(input_shape), device_name, runtime, runtime_version,
-             int(threads))) is not None
+        sql = ("SELECT 1 FROM measurements m JOIN variants v ON v.id = m.variant_id "
+               "JOIN devices d ON d.id = m.device_id WHERE v.content_hash=? AND v.input_shape=? "
+               "AND d.name=? AND m.runtime=? AND m.runtime_version=? AND m.threads=?")
+        args: list[Any] = [content_hash, shape_str(input_shape), device_name, runtime,
+                           runtime_version, int(threads)]
+        if format is not None:
+            sql += " AND m.format=?"
+            args.append(format)
+        return self._one(sql + " LIMIT 1", args) is not None
 
     def measured_hashes(self, device_name: str, runtime: str | None = None) -> set[str]:
         """Content hashes of the variants measured on ``device_name`` (optionally one runtime)."""
@@ -616,6 +622,9 @@ class Store:
         layer : mapping or Series
             One row of a :func:`~latbench.data.features.layer_table`; its
             :func:`~latbench.data.features.layer_key` is the lookup key.
+        source : str
+            ``measured`` (the layer timed alone) or ``op_profile:<tool>`` (read from a whole
+            model's per-operator profile).
         """
         from latbench.data.features import layer_key
 
@@ -623,39 +632,77 @@ class Store:
         key = layer_key(row)
         m, spec = measurement, measurement.spec
         stats = m.summary()
-        record_key = f"{device_id}:{key}:{spec.key}:{m.timestamp!r}"
+        # A profile gives many layers from one spec and timestamp: the source tells them apart.
+        record_key = f"{device_id}:{key}:{spec.key}:{m.timestamp!r}" + (
+            "" if source == "measured" else f":{source}")
         with self.transaction():
             self._conn.execute(
                 "INSERT OR IGNORE INTO layer_measurements(device_id, layer_key, layer, record_key, "
-                "spec_key, spec, runtime, runtime_version, provider, threads, samples_s, median_ms, "
-                "mean_ms, p10_ms, p90_ms, iqr_ms, n_samples, confident, throttled, timestamp, source, "
-                "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "spec_key, spec, runtime, runtime_version, provider, threads, format, samples_s, "
+                "median_ms, mean_ms, p10_ms, p90_ms, iqr_ms, n_samples, confident, throttled, "
+                "timestamp, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (int(device_id), key, _json(row), record_key, spec.key, _json(spec.to_dict()),
-                 spec.runtime, spec.runtime_version, spec.provider, int(spec.threads),
+                 spec.runtime, spec.runtime_version, spec.provider, int(spec.threads), spec.format,
                  _json(list(m.samples_s)), stats["median_ms"], stats["mean_ms"], stats["p10_ms"],
                  stats["p90_ms"], stats["iqr_ms"], int(stats["n_samples"]), int(stats["confident"]),
                  int(stats["throttled"]), m.timestamp, source, time.time()))
             return int(self._one("SELECT id FROM layer_measurements WHERE record_key=?", (record_key,)))
 
+    @staticmethod
+    def _layer_filter(format: str | None, source: str | None) -> tuple[str, list[Any]]:
+        sql, args = "", []
+        if format is not None:
+            sql += " AND l.format=?"
+            args.append(format)
+        if source is not None:
+            sql += " AND (l.source=? OR l.source LIKE ?)"
+            args += [source, f"{source}:%"]
+        return sql, args
+
     def has_layer_measurement(self, layer_key: str, device_name: str, runtime: str,
-                              runtime_version: str, threads: int) -> bool:
-        """Whether this layer configuration was measured on this device, runtime and threads."""
+                              runtime_version: str, threads: int, *, format: str | None = None,
+                              source: str | None = None) -> bool:
+        """Whether this layer configuration was measured on this device, runtime and threads
+        (and, when given, artifact format and source: ``measured`` alone or ``op_profile``)."""
+        extra, args = self._layer_filter(format, source)
         return self._one(
             "SELECT 1 FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
-            "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=? "
-            "LIMIT 1", (layer_key, device_name, runtime, runtime_version, int(threads))) is not None
+            "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=?"
+            + extra + " LIMIT 1",
+            [layer_key, device_name, runtime, runtime_version, int(threads), *args]) is not None
+
+    def has_op_profile(self, content_hash: str, device_name: str, runtime: str,
+                       runtime_version: str, threads: int, *, format: str | None = None) -> bool:
+        """Whether the variant ``content_hash`` was already profiled operator by operator on
+        this device, runtime and threads: layers stored from its profile (source
+        ``op_profile:<content_hash>``) or a recorded ``op_profile`` failure for it."""
+        extra, args = self._layer_filter(format, None)
+        hit = self._one(
+            "SELECT 1 FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
+            "l.source=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=?"
+            + extra + " LIMIT 1",
+            [f"op_profile:{content_hash}", device_name, runtime, runtime_version, int(threads),
+             *args])
+        if hit is not None:
+            return True
+        return self._one(
+            "SELECT 1 FROM failures f JOIN devices d ON d.id=f.device_id WHERE f.stage='op_profile' "
+            "AND f.content_hash=? AND d.name=? LIMIT 1", (content_hash, device_name)) is not None
 
     def layer_latency_ms(self, layer_key: str, device_name: str, runtime: str,
-                         runtime_version: str, threads: int) -> float | None:
-        """Median latency (ms) of the newest measurement of a layer configuration alone, or ``None``.
+                         runtime_version: str, threads: int, *, format: str | None = None,
+                         source: str | None = None) -> float | None:
+        """Median latency (ms) of the newest measurement of a layer configuration, or ``None``.
 
-        Only measurements on ``device_name`` with this runtime, version and thread count count.
+        Only measurements on ``device_name`` with this runtime, version and thread count count
+        (and, when given, this artifact format and source).
         """
+        extra, args = self._layer_filter(format, source)
         v = self._one(
             "SELECT l.median_ms FROM layer_measurements l JOIN devices d ON d.id=l.device_id WHERE "
-            "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=? "
-            "ORDER BY COALESCE(l.timestamp, l.created_at) DESC, l.id DESC LIMIT 1",
-            (layer_key, device_name, runtime, runtime_version, int(threads)))
+            "l.layer_key=? AND d.name=? AND l.runtime=? AND l.runtime_version=? AND l.threads=?"
+            + extra + " ORDER BY COALESCE(l.timestamp, l.created_at) DESC, l.id DESC LIMIT 1",
+            [layer_key, device_name, runtime, runtime_version, int(threads), *args])
         return None if v is None else float(v)
 
     def variant_layers(self, content_hash: str, input_shape: Sequence[int] | str) -> pd.DataFrame | None:
@@ -712,5 +759,10 @@ class Store:
 
 
 def _model_family(source: str) -> str:
-    # 15k distinct NB201 arch strings would make 15k summary rows; group them as one family.
-    return "nb201" if isinstance(source, str) and source.startswith("nb201:") else source
+    # 15k distinct NB201 arch strings would make 15k summary rows; group them as one family
+    # per build ("nb201" for the live build, "nb201-all" for the reference code's).
+    if isinstance(source, str):
+        for family in ("nb201", "nb201-all"):
+            if source.startswith(family + ":"):
+                return family
+    return source

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from latbench.artifact import Artifact
@@ -19,7 +19,7 @@ from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.measure.timing import Sampling
 
-__all__ = ["Device", "Capabilities", "RuntimeIdentity"]
+__all__ = ["Device", "Capabilities", "RuntimeIdentity", "OpProfile", "OpProfileRow"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -40,12 +40,16 @@ class Capabilities:
     in_process : bool
         It times on this host's CPU/GPU from this process, so other work on this host
         (compression, export) disturbs its timings.
+    op_profiles : bool
+        It can time every operator of a whole model in one run (``benchmark_model
+        --enable_op_profiling``): :meth:`Device.profile_ops` gives per-layer latencies.
     """
 
     formats: tuple[str, ...] = ("onnx",)
     adaptive_sampling: bool = False
     layer_timing: bool = True
     in_process: bool = False
+    op_profiles: bool = False
 
     @property
     def format(self) -> str:
@@ -63,6 +67,62 @@ class RuntimeIdentity:
     runtime_version: str
     provider: str
     threads: int
+
+
+@dataclass(frozen=True)
+class OpProfileRow:
+    """One operator of a per-operator profile, in run order.
+
+    Attributes
+    ----------
+    node_type : str
+        What the runtime calls the kernel (``CONV_2D``, ``Convolution (NHWC, F32) IGEMM``).
+    name : str
+        The runtime's node name: output tensor names and node index for builtin kernels
+        (``[a, b]:3``), ``Delegate/<kernel>:<index>`` for operators a delegate profiles.
+    first_s, avg_s : float
+        The first profiled run's time and the mean over the profiled runs, in seconds.
+    times_called : int
+        Calls per run (more than one when several nodes share the name).
+    node_index : int or None
+        The TFLite node index when the name carries one for a builtin kernel.
+    delegated : bool
+        Profiled inside a delegate (XNNPACK, GPU): ``node_index`` is the delegate's own.
+    """
+
+    node_type: str
+    name: str
+    first_s: float
+    avg_s: float
+    times_called: int = 1
+    node_index: int | None = None
+    delegated: bool = False
+
+
+@dataclass(frozen=True)
+class OpProfile:
+    """A per-operator profile of one model.
+
+    Attributes
+    ----------
+    rows : tuple of OpProfileRow
+        In run order.
+    runs : int
+        Profiled inferences (each row's ``avg_s`` is a mean over them).
+    tool : str
+        The tool that profiled (e.g. ``benchmark_model (TFLite)``).
+    info_before, info_after : DeviceInfo or None
+        Device identity and state around the profiling run.
+    extra : dict
+        Tool facts (command line, output format).
+    """
+
+    rows: tuple[OpProfileRow, ...]
+    runs: int
+    tool: str
+    info_before: DeviceInfo | None = None
+    info_after: DeviceInfo | None = None
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 class Device(ABC):
@@ -111,7 +171,14 @@ class Device(ABC):
         return BenchSpec(artifact_sha256=artifact.sha256, device=self.name, runtime=rt.runtime,
                          runtime_version=rt.runtime_version, provider=rt.provider,
                          threads=int(rt.threads), input_shape=tuple(artifact.input_shape),
-                         warmup=int(warmup), repeats=int(repeats))
+                         warmup=int(warmup), repeats=int(repeats),
+                         format=self.run_format(artifact))
+
+    def run_format(self, artifact: Artifact) -> str:
+        """The format this device runs ``artifact`` in: its own when the device runs it, else
+        the device's first (a device that finds a converted twin beside the file)."""
+        fmt = artifact.format
+        return fmt if fmt in self.capabilities.formats else self.capabilities.format
 
     def check_format(self, artifact: Artifact) -> None:
         """Refuse an artifact whose format this device does not run.
@@ -146,6 +213,8 @@ class Device(ABC):
         if spec.runtime != rt.runtime:
             problems.append(f"it asks for runtime {spec.runtime!r}, this device runs "
                             f"{rt.runtime!r}")
+        if spec.format != self.run_format(artifact):
+            problems.append(f"it is for a {spec.format} model, not {self.run_format(artifact)}")
         if spec.provider != rt.provider:
             problems.append(f"it asks for provider {spec.provider!r}; {self.name!r} runs "
                             f"{rt.provider!r}")
@@ -212,6 +281,21 @@ class Device(ABC):
             If the runtime cannot load the artifact.
         """
         return None
+
+    def profile_ops(self, artifact: Artifact, spec: BenchSpec) -> "OpProfile":
+        """Time every operator of ``artifact`` in one run of ``spec.repeats`` inferences.
+
+        Only for devices whose :attr:`Capabilities.op_profiles` is true.
+
+        Raises
+        ------
+        UserInputError
+            On a device that cannot profile operators.
+        DeviceError
+            If the profiling run fails or its output cannot be read.
+        """
+        raise UserInputError(f"device {self.name!r} (kind {self.kind!r}) does not profile "
+                             "operators; measure layers alone instead")
 
     def close(self) -> None:
         """Release connections; the default has none."""

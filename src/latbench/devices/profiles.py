@@ -15,8 +15,8 @@ A profile names a device and says how to reach and run it::
 The file is looked up, first match wins, in: the ``--devices FILE`` option, the
 ``LATBENCH_DEVICES`` environment variable, ``./devices.toml``, and
 ``$XDG_CONFIG_HOME/latbench/devices.toml`` (``~/.config/latbench/devices.toml`` when
-``XDG_CONFIG_HOME`` is unset). ``cpu`` and ``cuda`` exist without any file; a table of
-that name changes their options, and its ``kind`` may be left out.
+``XDG_CONFIG_HOME`` is unset). ``cpu``, ``cuda`` and ``litert`` exist without any file; a
+table of that name changes their options, and its ``kind`` may be left out.
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ COMMON_OPTIONS: dict[str, type] = {"kind": str, "description": str}
 KIND_OPTIONS: dict[str, dict[str, type] | None] = {
     "cpu": {"threads": int, "graph_optimization": str, "seed": int},
     "cuda": {"device_id": int, "threads": int, "graph_optimization": str, "seed": int},
+    "litert": {"threads": int, "delegate": str, "seed": int},
     "adb": None,
 }
 
 #: Devices that exist without a file: name → kind.
-BUILTIN_PROFILES: dict[str, str] = {"cpu": "cpu", "cuda": "cuda"}
+BUILTIN_PROFILES: dict[str, str] = {"cpu": "cpu", "cuda": "cuda", "litert": "litert"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Profile:
     name : str
         The table name, used as ``--device NAME``.
     kind : str
-        ``cpu``, ``cuda`` or ``adb``.
+        ``cpu``, ``cuda``, ``litert`` or ``adb``.
     options : dict
         The table as written (``kind`` included when it was written), for the device's
         ``from_profile``.
@@ -205,6 +206,9 @@ def load_profiles(devices_file: str | Path | None = None) -> dict[str, Profile]:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start}); save the devices "
+                             "file as UTF-8") from None
     except OSError as exc:
         raise UserInputError(f"{path}: cannot read devices file: {exc.strerror}") from None
     profiles.update(parse_profiles(data, path))

@@ -33,6 +33,12 @@ def _cuda(name: str, options: Mapping[str, Any]) -> Device:
     return CudaDevice.from_profile(name, options)
 
 
+def _litert(name: str, options: Mapping[str, Any]) -> Device:
+    from latbench.devices.litert import LiteRtDevice
+
+    return LiteRtDevice.from_profile(name, options)
+
+
 def _adb(name: str, options: Mapping[str, Any]) -> Device:
     try:
         from latbench.devices.adb import AdbDevice
@@ -41,7 +47,7 @@ def _adb(name: str, options: Mapping[str, Any]) -> Device:
     return AdbDevice.from_profile(name, dict(options))
 
 
-_FACTORIES: dict[str, Factory] = {"cpu": _cpu, "cuda": _cuda, "adb": _adb}
+_FACTORIES: dict[str, Factory] = {"cpu": _cpu, "cuda": _cuda, "litert": _litert, "adb": _adb}
 
 
 def make_device(profile: Profile) -> Device:
@@ -68,7 +74,8 @@ def make_device(profile: Profile) -> Device:
 
 
 def get_device(name: str, devices_file: str | Path | None = None) -> Device:
-    """The device named ``name``: a built-in (``cpu``, ``cuda``) or a profile in the devices file.
+    """The device named ``name``: a built-in (``cpu``, ``cuda``, ``litert``) or a profile in the
+    devices file.
 
     Parameters
     ----------
@@ -115,6 +122,10 @@ def _availability(profile: Profile) -> tuple[bool | None, str]:
         from latbench.devices.cuda import CudaDevice
 
         return CudaDevice.from_profile(profile.name, profile.options).available()
+    if profile.kind == "litert":
+        from latbench.devices.litert import litert_status
+
+        return litert_status()
     return None, "not checked (run 'bench devices check " + profile.name + "')"
 
 

@@ -55,6 +55,9 @@ class BenchSpec:
         Full input shape including the batch.
     warmup, repeats : int
         Untimed runs before timing and timed runs (the minimum in adaptive mode).
+    format : str
+        The artifact format that ran (``onnx``, ``tflite``): an ONNX and a TFLite measurement
+        of one variant are two measurements.
     """
 
     artifact_sha256: str
@@ -66,6 +69,7 @@ class BenchSpec:
     input_shape: tuple[int, ...]
     warmup: int = 10
     repeats: int = 50
+    format: str = "onnx"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

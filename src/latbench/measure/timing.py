@@ -9,6 +9,7 @@ own clock (CUDA events) pass a callable that returns the seconds it measured.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -74,12 +75,13 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.max_repeats < 1:
             raise UserInputError(f"max_repeats must be at least 1, got {self.max_repeats}")
-        if not self.max_time_s > 0:
-            raise UserInputError(f"max_time_s must be positive, got {self.max_time_s}")
+        if not (math.isfinite(self.max_time_s) and self.max_time_s > 0):
+            raise UserInputError(f"max_time_s must be a positive number of seconds, got "
+                                 f"{self.max_time_s}")
         if self.batch < 1:
             raise UserInputError(f"batch must be at least 1, got {self.batch}")
-        if not 0 < self.threshold:
-            raise UserInputError(f"threshold must be positive, got {self.threshold}")
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise UserInputError(f"threshold must be a positive fraction, got {self.threshold}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,7 +14,7 @@ __all__ = [
     "FlopsPredictor", "FlopsClusteredPredictor", "LUTPredictor", "GBMPredictor",
     "GBMLayerPredictor", "LatencyPredictor", "NotFittedPredictorError", "check_predictor",
     "save_predictor",
-    "load_predictor", "make_predictor", "PREDICTORS", "regression_metrics",
+    "load_predictor", "convert_predictor", "make_predictor", "PREDICTORS", "regression_metrics",
     "evaluate_predictor", "train_predictor", "learning_curve", "device_data", "model_matrix",
     "layer_matrix",
 ]
@@ -23,6 +23,7 @@ _WHERE = {
     "FlopsPredictor": "flops", "FlopsClusteredPredictor": "flops", "LUTPredictor": "lut",
     "GBMPredictor": "gbm", "GBMLayerPredictor": "gbm", "LatencyPredictor": "base",
     "NotFittedPredictorError": "base", "check_predictor": "base", "save_predictor": "base", "load_predictor": "base",
+    "convert_predictor": "base",
     "make_predictor": "registry", "PREDICTORS": "registry", "regression_metrics": "metrics",
     "evaluate_predictor": "evaluate", "train_predictor": "evaluate",
     "learning_curve": "evaluate", "device_data": "evaluate", "model_matrix": "encode",

@@ -39,9 +39,14 @@ class ModelPrediction:
 
 
 def predict_model(predictor_path: str | Path, model: str, *, plan_path: str | Path | None = None,
-                  input_shape: Sequence[int] | None = None, seed: int = 0) -> ModelPrediction:
+                  input_shape: Sequence[int] | None = None, seed: int = 0,
+                  trust_file: bool = False) -> ModelPrediction:
     """Load a predictor, build ``model`` (``latbench.models.resolve_model``), apply a plan
     if given, featurise it and predict its latency in ms.
+
+    ``trust_file`` lets an old pickled predictor file and a model file needing Python's
+    full unpickler load (see :func:`~latbench.predictor.base.load_predictor` and
+    :func:`~latbench.models.resolve_model`); both may run code from the file.
 
     Raises
     ------
@@ -53,9 +58,9 @@ def predict_model(predictor_path: str | Path, model: str, *, plan_path: str | Pa
     from latbench.data.features import layer_table
     from latbench.models import default_input_shape, resolve_model
 
-    pred, info = load_predictor(predictor_path)
+    pred, info = load_predictor(predictor_path, trust_file=trust_file)
     shape = tuple(input_shape) if input_shape else default_input_shape(model)
-    net = resolve_model(model, seed=seed)
+    net = resolve_model(model, seed=seed, trust_file=trust_file)
     if plan_path is not None:
         # Imported lazily: compression is only needed when a plan is given.
         from latbench.compress.plan import Plan

@@ -17,7 +17,7 @@ there instead — see :mod:`latbench.predictor.flops`).
 
 from __future__ import annotations
 
-import pickle
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from latbench.data.features import FEATURE_SCHEMA_VERSION
 from latbench.exceptions import (
     NotFittedPredictorError, OutOfRangeWarning, PredictorError, UserInputError,
 )
+from latbench.predictor import _persist
 from latbench.predictor.encode import OP_KINDS, LayerBatch, as_layer_batch, layer_batch_sizes
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "check_predictor",
     "save_predictor",
     "load_predictor",
+    "convert_predictor",
     "SAVE_FORMAT",
     "training_range",
     "out_of_range",
@@ -51,9 +53,12 @@ FLOOR_SHARE = 1e-3
 #: A model's MACs count as inside the training range within this relative margin of it.
 MACS_MARGIN = 0.10
 
-#: Identifies a saved predictor file (bumped if the envelope changes).
-SAVE_FORMAT = "latbench-predictor/1"
+#: Identifies a saved predictor file (bumped if the envelope changes); ``/1`` was a pickle.
+SAVE_FORMAT = _persist.FORMAT
 
+
+#: Fitted-looking attributes that describe the last call, not the fit: never saved.
+_TRANSIENT = frozenset({"last_out_of_range_"})
 
 
 class LatencyPredictor(RegressorMixin, BaseEstimator):
@@ -129,6 +134,47 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):
 
     def _predict(self, batch: LayerBatch) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ saved state
+    def _saved_params(self) -> dict[str, Any]:
+        """The constructor parameters :func:`save_predictor` writes (``get_params(deep=False)``;
+        a predictor whose parameters hold training data overrides this to leave it out)."""
+        return self.get_params(deep=False)
+
+    def _get_state(self) -> dict[str, Any]:
+        """The fitted state :func:`save_predictor` writes (constructor parameters go apart).
+
+        By default every public fitted attribute (a name ending in ``_``, scikit-learn's
+        convention), ``feature_schema_``, ``device_`` and ``train_range_`` included, but not
+        ``last_out_of_range_`` (about the last call to :meth:`predict`). The values may be
+        ``None``, bools, ints, floats, strings, lists, tuples, dicts of these, numpy arrays
+        and scalars (not of object dtype), pandas DataFrames, XGBoost scikit-learn models and
+        other latency predictors — what the file format stores without pickling (see
+        :mod:`latbench.predictor._persist`). A predictor holding anything else overrides this
+        and :meth:`_set_state` to turn it into such values and back.
+
+        Returns
+        -------
+        dict
+            Attribute name → value.
+        """
+        return {k: v for k, v in vars(self).items()
+                if k.endswith("_") and not k.startswith("_") and k not in _TRANSIENT}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_get_state` returned, on a predictor built from the saved
+        constructor parameters.
+
+        Raises
+        ------
+        ValueError
+            (``FileFormatError``) If a name is not a public fitted-attribute name.
+        """
+        for k, v in state.items():
+            if not (isinstance(k, str) and k.isidentifier() and k.endswith("_")
+                    and not k.startswith("_")):
+                raise _persist.FileFormatError(f"its state names {k!r}, which is not a fitted attribute")
+            setattr(self, k, v)
 
 
 def training_range(batch: LayerBatch, y: np.ndarray) -> dict[str, Any]:
@@ -274,75 +320,199 @@ def check_predictor(predictor: Any, device: str | None = None) -> list[str]:
 
 def save_predictor(predictor: LatencyPredictor, path: str | Path, *, device: str,
                    kind: str | None = None) -> Path:
-    """Write a fitted predictor with its feature-schema version and device name.
+    """Write a fitted predictor with its feature-schema version, device and kind.
+
+    The file is a zip holding a JSON envelope (format, schema, device, kind, class,
+    constructor parameters, fitted state), ``.npy`` arrays and XGBoost JSON models — data
+    only, so :func:`load_predictor` never runs code from it (the layout is described in
+    :mod:`latbench.predictor._persist`). It is written beside ``path`` and renamed over it.
+
+    Parameters
+    ----------
+    predictor : LatencyPredictor
+        Fitted; its state must be what :meth:`LatencyPredictor._get_state` can hold.
+    path : path
+        The file to write (its folder is created).
+    device : str
+        The device it predicts for; recorded as ``device_`` when the predictor has none.
+    kind : str, optional
+        The registry name (``bench predictor --kind``), kept for reports.
+
+    Returns
+    -------
+    Path
 
     Raises
     ------
     NotFittedPredictorError
         If the predictor is not fitted.
+    PredictorError
+        If it was fitted for another device, or holds state the format cannot store.
+    UserInputError
+        If the file cannot be written (a folder in the way, no permission, disk full).
     """
+    from latbench import __version__
+
     check_predictor(predictor, device)
     if predictor.device_ is None:
         predictor.device_ = device
     envelope = {
-        "format": SAVE_FORMAT,
+        "format": _persist.FORMAT,
+        "latbench_version": __version__,
         "feature_schema_version": predictor.feature_schema_,
         "device": device,
         "kind": kind,
-        "predictor": predictor,
     }
     p = Path(path)
-    if p.parent and not p.parent.exists():
+    try:
         p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "wb") as fh:
-        pickle.dump(envelope, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        _persist.write_file(p, envelope, predictor)
+    except _persist.FileFormatError as exc:
+        raise PredictorError(f"cannot save this {type(predictor).__name__}: {exc}") from None
+    except OSError as exc:
+        raise UserInputError(f"cannot write predictor file {str(p)!r}: {exc.strerror or exc}"
+                             ) from None
     return p
 
 
-def load_predictor(path: str | Path, *, device: str | None = None) -> tuple[LatencyPredictor, dict]:
+def load_predictor(path: str | Path, *, device: str | None = None,
+                   trust_file: bool = False) -> tuple[LatencyPredictor, dict]:
     """Read a predictor written by :func:`save_predictor`.
+
+    Reading runs no code from the file. Files of latbench's older pickle format
+    (``latbench-predictor/1``) could run arbitrary code when unpickled, so they are refused
+    unless ``trust_file=True`` (the CLI's ``--trust-file``); save such a predictor again
+    (``bench predictor convert``) to get the safe format.
 
     Parameters
     ----------
     path : path
-        The file. It is unpickled: load only files you trust.
+        The file.
     device : str, optional
         When given, refuse a predictor trained for another device.
+    trust_file : bool
+        Unpickle an old-format file. Only for files you made yourself or otherwise trust.
 
     Returns
     -------
     (predictor, info)
-        ``info`` holds ``device``, ``kind`` and ``feature_schema_version``.
+        ``info`` holds ``device``, ``kind``, ``feature_schema_version`` and ``format``.
 
     Raises
     ------
     UserInputError
-        If the file is missing or not a latbench predictor.
+        If the file is missing, malformed or not a latbench predictor, or is an old pickle
+        and ``trust_file`` is false.
     PredictorError
         If it was made for another feature schema or another device.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserInputError(f"predictor file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise UserInputError(f"predictor file {str(p)!r} is not a file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UserInputError(f"cannot read predictor file {str(p)!r}: {exc.strerror}") from None
+    if head == b"PK\x03\x04":
+        return _load_zip(p, device)
+    if head[:1] == b"\x80":  # pickle protocol 2 and later: latbench-predictor/1
+        if not trust_file:
+            raise UserInputError(
+                f"{str(p)!r} is a pickled predictor (an older latbench format), and unpickling "
+                "can run any code the file holds; if you made it yourself, convert it once with "
+                f"'bench predictor convert {shlex.quote(str(p))} --out NEW.predictor --trust-file' "
+                "(or load it as is with --trust-file / trust_file=True); otherwise retrain it "
+                "with 'bench predictor train'")
+        return _load_pickle(p, device)
+    raise UserInputError(f"{str(p)!r} is not a latbench predictor file "
+                         f"({'empty' if not head else 'neither a zip nor a pickle'}); write one "
+                         "with 'bench predictor train'")
+
+
+def _check_envelope(p: Path, env: dict, device: str | None) -> dict:
+    fmt = env.get("format")
+    if fmt != _persist.FORMAT:
+        if isinstance(fmt, str) and fmt.startswith("latbench-predictor/"):
+            raise UserInputError(f"{str(p)!r} is a predictor file of format {fmt!r}; this "
+                                 f"latbench reads {_persist.FORMAT!r}: upgrade latbench or retrain")
+        raise UserInputError(f"{str(p)!r} is not a latbench predictor file (no format mark)")
+    schema, dev, kind = env.get("feature_schema_version"), env.get("device"), env.get("kind")
+    if not (isinstance(schema, int) and isinstance(dev, str) and (kind is None or isinstance(kind, str))):
+        raise UserInputError(f"{str(p)!r} is a damaged predictor file: its schema, device or "
+                             "kind is missing; retrain it")
+    if schema != FEATURE_SCHEMA_VERSION:
+        raise PredictorError(
+            f"predictor {str(p)!r} was trained on feature schema {schema}, "
+            f"this latbench computes schema {FEATURE_SCHEMA_VERSION}; retrain it")
+    if device is not None and dev != device:
+        raise PredictorError(
+            f"predictor {str(p)!r} was trained for device {dev!r}, not {device!r}")
+    return {"device": dev, "kind": kind, "feature_schema_version": schema, "format": fmt}
+
+
+def _load_zip(p: Path, device: str | None) -> tuple[LatencyPredictor, dict]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            doc = _persist.read_envelope(zf)
+            info = _check_envelope(p, doc, device)
+            pred = _persist.read_file(zf, doc)
+    except _persist.FileFormatError as exc:
+        raise UserInputError(f"{str(p)!r} is a damaged or foreign predictor file: {exc}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        # a truncated zip: no directory at its end
+        raise UserInputError(f"{str(p)!r} is a damaged predictor file "
+                             f"({_persist._first_line(exc)}); retrain or copy it again") from None
+    if getattr(pred, "device_", None) != info["device"] or \
+            getattr(pred, "feature_schema_", None) != info["feature_schema_version"]:
+        raise UserInputError(f"{str(p)!r} is a damaged predictor file: its state disagrees with "
+                             "its envelope about device or feature schema")
+    check_predictor(pred, device)
+    return pred, info
+
+
+def _load_pickle(p: Path, device: str | None) -> tuple[LatencyPredictor, dict]:
+    """The old format: a pickled dict (``latbench-predictor/1``). Runs the file's code."""
+    import pickle
+
     try:
         with open(p, "rb") as fh:
             env = pickle.load(fh)
     except Exception as exc:  # unpickling raises many types for a foreign file
         raise UserInputError(f"{str(p)!r} is not a latbench predictor file: {exc}") from None
-    if not isinstance(env, dict) or env.get("format") != SAVE_FORMAT:
+    if not isinstance(env, dict) or env.get("format") != "latbench-predictor/1" \
+            or not isinstance(env.get("predictor"), LatencyPredictor):
         raise UserInputError(f"{str(p)!r} is not a latbench predictor file")
-    if env["feature_schema_version"] != FEATURE_SCHEMA_VERSION:
-        raise PredictorError(
-            f"predictor {str(p)!r} was trained on feature schema {env['feature_schema_version']}, "
-            f"this latbench computes schema {FEATURE_SCHEMA_VERSION}; retrain it")
-    if device is not None and env["device"] != device:
-        raise PredictorError(
-            f"predictor {str(p)!r} was trained for device {env['device']!r}, not {device!r}")
+    info = _check_envelope(p, dict(env, format=SAVE_FORMAT), device)
+    info["format"] = "latbench-predictor/1"
     pred = env["predictor"]
     if getattr(pred, "device_", None) is None:  # files written before predictors kept it
         pred.device_ = env["device"]
     if getattr(pred, "feature_schema_", None) is None:
         pred.feature_schema_ = getattr(pred, "feature_schema_version_", None)
     check_predictor(pred, device)
-    info = {k: env[k] for k in ("device", "kind", "feature_schema_version")}
     return pred, info
+
+
+
+def convert_predictor(old: str | Path, out: str | Path, *, trust_file: bool = False) -> dict:
+    """Read a predictor file (an old pickle needs ``trust_file``) and write it to ``out`` in
+    the current format.
+
+    Returns
+    -------
+    dict
+        ``info`` of the written file (as :func:`load_predictor` returns it).
+
+    Raises
+    ------
+    UserInputError, PredictorError
+        As :func:`load_predictor` and :func:`save_predictor`.
+    """
+    pred, info = load_predictor(old, trust_file=trust_file)
+    save_predictor(pred, out, device=info["device"], kind=info["kind"])
+    return dict(info, format=SAVE_FORMAT)

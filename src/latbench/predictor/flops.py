@@ -75,6 +75,11 @@ def _below_range(pred: np.ndarray, gmacs: np.ndarray, slope: np.ndarray | float,
     return np.where(below, y_lo * gmacs / lo, pred)
 
 
+def _nearest(t: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre of each value (KMeans' assignment rule in one dimension)."""
+    return np.argmin(np.abs(t[:, None] - centers[None, :]), axis=1)
+
+
 class FlopsPredictor(LatencyPredictor):
     """latency ≈ a·GMACs + b, fitted with RANSAC.
 
@@ -119,6 +124,13 @@ class FlopsClusteredPredictor(LatencyPredictor):
         A split must score at least this to be preferred over one cluster.
     random_state : int
         Seed of KMeans and RANSAC.
+
+    Attributes
+    ----------
+    centers_ : ndarray, shape (n_clusters_,)
+        Cluster centres in log(1 + bytes moved); a model takes the nearest one's line.
+    lines_ : list of (float, float)
+        (ms per GMAC, ms) of each cluster.
     """
 
     def __init__(self, *, n_clusters: int | str = "auto", max_clusters: int = 4,
@@ -129,6 +141,13 @@ class FlopsClusteredPredictor(LatencyPredictor):
         self.min_cluster_size = min_cluster_size
         self.min_silhouette = min_silhouette
         self.random_state = random_state
+
+    def __setstate__(self, state: dict) -> None:
+        # pickles of latbench-predictor/1 kept the fitted KMeans itself (trust_file loading)
+        km = state.pop("kmeans_", None)
+        if km is not None and "centers_" not in state:
+            state["centers_"] = km.cluster_centers_[:, 0].astype(np.float64)
+        super().__setstate__(state)
 
     def _validate_params(self) -> None:
         if self.n_clusters != "auto" and not (isinstance(self.n_clusters, int) and self.n_clusters >= 1):
@@ -149,8 +168,10 @@ class FlopsClusteredPredictor(LatencyPredictor):
         t = np.log1p(model_traffic(batch)).reshape(-1, 1)
         x = model_macs(batch) / _GMAC
         k = self._choose_k(t)
-        self.kmeans_ = KMeans(k, n_init=10, random_state=self.random_state).fit(t)
-        labels = self.kmeans_.labels_
+        km = KMeans(k, n_init=10, random_state=self.random_state).fit(t)
+        # Only the centres are kept (plain numbers, so the predictor saves without pickling).
+        self.centers_ = km.cluster_centers_[:, 0].astype(np.float64)
+        labels = km.labels_
         self.global_line_ = _fit_line(x, y, self.random_state)
         self.lines_ = []
         for c in range(k):
@@ -160,7 +181,7 @@ class FlopsClusteredPredictor(LatencyPredictor):
         self.n_clusters_ = k
 
     def _predict(self, batch: LayerBatch) -> np.ndarray:
-        labels = self.kmeans_.predict(np.log1p(model_traffic(batch)).reshape(-1, 1))
+        labels = _nearest(np.log1p(model_traffic(batch)), self.centers_)
         lines = np.array(self.lines_)
         x = model_macs(batch) / _GMAC
         a, b = lines[labels, 0], lines[labels, 1]

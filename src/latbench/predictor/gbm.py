@@ -98,6 +98,14 @@ class GBMPredictor(LatencyPredictor):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
+    def __setstate__(self, state: dict) -> None:
+        # pickles of latbench-predictor/1 kept the fitted RidgeCV itself (trust_file loading)
+        if "ridge_" in state and "ridge_coef_" not in state:
+            ridge = state.pop("ridge_")
+            state["ridge_coef_"] = None if ridge is None else np.asarray(ridge.coef_, np.float64)
+            state["ridge_intercept_"] = None if ridge is None else float(ridge.intercept_)
+        super().__setstate__(state)
+
     def _validate_params(self) -> None:
         if self.n_estimators < 1 or self.max_depth < 1 or not 0 < self.learning_rate <= 1:
             raise PredictorError("n_estimators and max_depth must be ≥ 1, learning_rate in (0, 1]")
@@ -117,18 +125,22 @@ class GBMPredictor(LatencyPredictor):
                     objective=_OBJECTIVES[self.loss], **extra)
 
     def _base(self, X: np.ndarray) -> np.ndarray:
-        if self.ridge_ is None:
+        if self.ridge_coef_ is None:
             return np.zeros(len(X))
-        return self.ridge_.predict((X[:, self.keep_] - self.mean_) / self.scale_)
+        # what Ridge.predict computes, from the kept coefficients (saved without pickling)
+        return ((X[:, self.keep_] - self.mean_) / self.scale_) @ self.ridge_coef_ \
+            + self.ridge_intercept_
 
     def _fit_matrix(self, X: np.ndarray, t: np.ndarray, linear_base: bool) -> None:
-        self.ridge_ = None
+        self.ridge_coef_ = self.ridge_intercept_ = None
         if linear_base and len(t) >= 3:
             sd = X.std(axis=0)
             self.keep_ = sd > 0
             self.mean_, self.scale_ = X[:, self.keep_].mean(axis=0), sd[self.keep_]
-            self.ridge_ = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(
+            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(
                 (X[:, self.keep_] - self.mean_) / self.scale_, t)
+            self.ridge_coef_ = np.asarray(ridge.coef_, dtype=np.float64)
+            self.ridge_intercept_ = float(ridge.intercept_)
         resid = t - self._base(X)
         # Start the trees at the median: robust losses have bounded gradients and would take
         # many rounds to walk there from XGBoost's default start.

@@ -40,8 +40,13 @@ def _gbm_layer(**kw):
     return GBMLayerPredictor(**kw)
 
 
+def _gcn(**kw):
+    from latbench.predictor.gcn import GCNPredictor
+    return GCNPredictor(**kw)
+
+
 for _name, _f in (("flops", _flops), ("flops-clustered", _flops_clustered), ("lut", _lut),
-                  ("gbm", _gbm), ("gbm-layer", _gbm_layer)):
+                  ("gbm", _gbm), ("gbm-layer", _gbm_layer), ("gcn", _gcn)):
     PREDICTORS.register(_name, _f)
 
 

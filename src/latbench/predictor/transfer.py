@@ -28,8 +28,10 @@ describes an architecture for a target measured at batch 256. A source is used o
 was trained on models like the new device's: at least ``min_coverage`` of the N training
 models must lie within its training MACs range (:func:`latbench.predictor.base.out_of_range`).
 
-Every fitted attribute is a number, an array, a string or a list/dict of them (the source
-models as XGBoost's JSON), so the predictor can be written without pickle.
+A fitted predictor is saved in latbench's pickle-free file (:func:`~latbench.predictor.base.
+save_predictor`): the source models as XGBoost's JSON text, the own model as a nested ``gbm``,
+the mix as numbers. The ``sources`` a fit was given are not saved (they may be whole training
+sets); a loaded predictor predicts, and is refitted from new ``sources``.
 """
 
 from __future__ import annotations
@@ -166,6 +168,11 @@ class SourceModels:
         state.pop("_loaded", None)  # loaded boosters are rebuilt from the JSON
         return state
 
+    def to_dict(self) -> dict:
+        """The models as plain values (``SourceModels(**d)`` rebuilds them)."""
+        return {"names": list(self.names), "boosters": list(self.boosters),
+                "ranges": [dict(r) for r in self.ranges], "feature_names": list(self.feature_names)}
+
     def log_predict(self, X: Any) -> np.ndarray:
         """``z``: log-latency of every model on every source device, shape (n_models, n_sources).
 
@@ -222,33 +229,6 @@ def _loo_lambda(Z: np.ndarray, t: np.ndarray, grid: Sequence[float]) -> tuple[fl
     return best, scores
 
 
-def _gbm_state(pred) -> dict:
-    """A fitted :class:`~latbench.predictor.gbm.GBMPredictor` as JSON-able values."""
-    ridge = None
-    if pred.ridge_ is not None:
-        ridge = {"coef": pred.ridge_.coef_.tolist(), "intercept": float(pred.ridge_.intercept_),
-                 "keep": pred.keep_.tolist(), "mean": pred.mean_.tolist(), "scale": pred.scale_.tolist()}
-    return {"booster": pred.booster_.get_booster().save_raw("json").decode(), "ridge": ridge,
-            "feature_names": list(pred.feature_names_)}
-
-
-def _gbm_log_predict(state: dict, batch: LayerBatch, cache: dict) -> np.ndarray:
-    """``log`` latency from :func:`_gbm_state` (what ``GBMPredictor`` with a log target gives)."""
-    M = model_matrix(batch)
-    if list(M.columns) != state["feature_names"]:
-        raise PredictorError("the own model was trained on other features; refit it")
-    X = M.to_numpy(dtype=np.float64)
-    if "booster" not in cache:
-        cache["booster"] = _booster(state["booster"])
-    out = cache["booster"].inplace_predict(X).astype(np.float64)
-    r = state["ridge"]
-    if r is not None:
-        keep = np.asarray(r["keep"], dtype=bool)
-        out = out + ((X[:, keep] - np.asarray(r["mean"])) / np.asarray(r["scale"])) @ np.asarray(r["coef"]) \
-            + r["intercept"]
-    return out
-
-
 class TransferPredictor(LatencyPredictor):
     """Latency on a new device from N of its measurements and source devices' many (see the
     module notes for the method and why).
@@ -278,9 +258,9 @@ class TransferPredictor(LatencyPredictor):
         The sources used (JSON-able).
     weights_ : ndarray, shape (n_used,) or (n_used + 1,)
         Non-negative weight of each used source's log-latency (and last, of the own model's).
-    own_model_ : dict or None
-        The new device's own ``gbm`` as JSON-able values (``None`` below
-        :data:`OWN_MIN_ROWS` rows or with ``own_model=False``).
+    own_model_ : GBMPredictor or None
+        The new device's own ``gbm`` (``None`` below :data:`OWN_MIN_ROWS` rows or with
+        ``own_model=False``).
     z_mean_ : ndarray
     offset_ : float
         ``log latency = offset_ + (z − z_mean_) · weights_``.
@@ -356,7 +336,7 @@ class TransferPredictor(LatencyPredictor):
             "graphs": sorted(set(own["graphs"]).union(*(r["graphs"] for r in rs))),
         }
 
-    def _own(self, batch: LayerBatch, y: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _own(self, batch: LayerBatch, y: np.ndarray) -> tuple[np.ndarray, Any]:
         """Out-of-fold log-predictions of a ``gbm`` on the N rows, and its state on all N."""
         from sklearn.model_selection import KFold
 
@@ -369,19 +349,42 @@ class TransferPredictor(LatencyPredictor):
             g.fit(batch.take(a), y[a])
             oof[b] = np.log(g._predict(batch.take(b)))
         g = GBMPredictor(random_state=self.random_state, n_jobs=self.n_jobs).fit(batch, y)
-        return oof, _gbm_state(g)
+        return oof, g
 
     def own_log_predict(self, X: Any) -> np.ndarray | None:
         """The own model's log-latency of each model of ``X`` (``None`` when there is none)."""
         self._check_fitted()
         if self.own_model_ is None:
             return None
-        return _gbm_log_predict(self.own_model_, as_layer_batch(X), self.__dict__.setdefault("_own_cache", {}))
+        return np.log(self.own_model_._predict(as_layer_batch(X)))
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_own_cache", None)  # the loaded booster is rebuilt from the JSON
+    # ------------------------------------------------------------------ saved state
+    def _saved_params(self) -> dict[str, Any]:
+        # The sources a fit was given (whole training sets, or fitted models) are not kept:
+        # what prediction needs is in the state (source_models_).
+        return {**super()._saved_params(), "sources": None}
+
+    def _get_state(self) -> dict[str, Any]:
+        state = super()._get_state()
+        if isinstance(state.get("source_models_"), SourceModels):
+            state["source_models_"] = state["source_models_"].to_dict()
         return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        from latbench.predictor._persist import FileFormatError
+        from latbench.predictor.gbm import GBMPredictor
+
+        state = dict(state)
+        sm = state.get("source_models_")
+        if isinstance(sm, dict):
+            try:
+                state["source_models_"] = SourceModels(**sm)
+            except TypeError as exc:
+                raise FileFormatError(f"its source models are malformed ({exc})") from None
+        own = state.get("own_model_")
+        if own is not None and not isinstance(own, GBMPredictor):
+            raise FileFormatError("its own model is not a gbm predictor")
+        super()._set_state(state)
 
     def _predict(self, batch: LayerBatch) -> np.ndarray:
         return self.combine(self.source_models_.log_predict(batch), self.own_log_predict(batch))

@@ -66,12 +66,11 @@ class _Meter:
         self.seconds = 0.0
 
     def __call__(self, net: nn.Module, name: str) -> float:
-        from latbench.compress.export import export_onnx
+        from latbench.bench.run import export_for, measure_artifact, spread_guard
 
         t0 = time.perf_counter()
-        art = export_onnx(net, self.shape, self.work / f"{name}.onnx")
+        art = export_for(self.device, net, self.shape, self.work / name)
         try:
-            from latbench.bench.run import measure_artifact, spread_guard
 
             return float(measure_artifact(
                 self.device, art, threads=self.threads, warmup=self.warmup, repeats=self.repeats,
@@ -144,6 +143,7 @@ class Searcher:
         seed: int = 0,
         devices_file: str | Path | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        trust_file: bool = False,
     ) -> None:
         from latbench.models import default_input_shape, resolve_model
 
@@ -159,7 +159,7 @@ class Searcher:
         self.name = model if isinstance(model, str) else type(model).__name__
         self.shape = tuple(int(s) for s in input_shape) if input_shape else (
             default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
-        self.net = copy.deepcopy(resolve_model(model, seed=seed)).eval()
+        self.net = copy.deepcopy(resolve_model(model, seed=seed, trust_file=trust_file)).eval()
         if isinstance(device, str):
             from latbench.devices.registry import get_device
 
@@ -490,6 +490,7 @@ def search(
     seed: int = 0,
     devices_file: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    trust_file: bool = False,
 ) -> SearchResult:
     """Choose per-layer methods and ranks that meet a latency budget on ``device``.
 
@@ -542,6 +543,9 @@ def search(
         Device measurement settings of every whole-model measurement.
     progress : callable, optional
         ``progress(stage, done, total)``.
+    trust_file : bool
+        Let a model file be fully unpickled (it may run code); see
+        :func:`latbench.models.resolve_model`.
 
     Returns
     -------
@@ -566,7 +570,8 @@ def search(
     searcher = Searcher(model, device, input_shape=input_shape, predictor=predictor, store=store,
                         cost_model=cost_model, methods=methods, fractions=fractions, calib=calib,
                         fidelity_fn=fidelity_fn, threads=threads, warmup=warmup, repeats=repeats,
-                        seed=seed, devices_file=devices_file, progress=progress)
+                        seed=seed, devices_file=devices_file, progress=progress,
+                        trust_file=trust_file)
     return searcher.search(budget_ms=budget_ms, speedup=speedup, max_rounds=max_rounds,
                            slack=slack, baseline=baseline, front_points=front_points,
                            finetune=finetune)

@@ -48,12 +48,25 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 
 
 @pytest.fixture(scope="session")
+def tflite_net(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    """:func:`tflite_nets.named_net` exported to a real ``.tflite`` (the ``tflite`` extra)."""
+    pytest.importorskip("litert_torch", reason='TFLite export needs pip install "latbench[tflite]"')
+    pytest.importorskip("ai_edge_litert", reason='TFLite needs pip install "latbench[tflite]"')
+    from tflite_nets import SHAPE, named_net
+
+    from latbench.compress.export import export_tflite
+
+    return export_tflite(named_net(), SHAPE, tmp_path_factory.mktemp("tflite") / "net.tflite")
+
+
+@pytest.fixture(scope="session")
 def adbkey(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ADB key pair (``adbkey`` + ``adbkey.pub``) made once for the session."""
     from adb_shell.auth.keygen import keygen
 
     path = tmp_path_factory.mktemp("keys") / "adbkey"
     keygen(str(path))
+    path.chmod(0o600)  # as adb keeps it (a key others can read is used with a warning)
     return path
 
 

@@ -131,7 +131,8 @@ class Sandbox:
         for argv in (s for s in segments if s):
             argv = [a.replace("$?", str(rc)) for a in argv]
             expanded = [x for a in argv for x in self._expand(a)]
-            res = self._one(expanded, should_abort)
+            # Checked before each command too, so a drop after 0 s happens whatever the speed.
+            res = None if should_abort() else self._one(expanded, should_abort)
             if res is None:
                 return None
             text, rc = res

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import posixpath
 import shlex
 import time
@@ -10,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from latbench.artifact import Artifact, sha256_file
+from latbench.devices.adb import parsers
 from latbench.devices.adb import state as state_mod
-from latbench.devices.adb.runners import RUNNERS, Runner, infer_runner_kind
+from latbench.devices.adb.runners import BENCHMARK_MODEL_KINDS, RUNNERS, Runner, \
+    infer_runner_kind
 from latbench.devices.adb.transport import AdbConnection, ShellResult
-from latbench.devices.base import Capabilities, Device, RuntimeIdentity
+from latbench.devices.base import Capabilities, Device, OpProfile, RuntimeIdentity
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
 from latbench.measure.timing import Sampling
-from latbench.exceptions import DeviceError, DeviceTimeoutError, RunnerOutputError, UserInputError
+from latbench.exceptions import DeviceError, DeviceTimeoutError, OpProfileError, \
+    RunnerOutputError, UserInputError
 from latbench.registry import suggest
 
 __all__ = ["AdbDevice", "PROFILE_OPTIONS"]
@@ -28,7 +32,8 @@ _NUMBER = (int, float)
 PROFILE_OPTIONS: dict[str, tuple[type, ...]] = {
     "kind": (str,), "description": (str,),
     "host": (str,), "serial": (str,), "adbkey": (str,),
-    "runner": (str,), "runner_kind": (str,), "runtime_version": (str,), "provider": (str,),
+    "runner": (str,), "runner_kind": (str,), "runner_args": (list,), "runtime_version": (str,),
+    "provider": (str,),
     "threads": (int,), "cpus": (str, int), "remote_dir": (str,), "runs_per_call": (int,),
     "timeout_s": _NUMBER, "io_timeout_s": _NUMBER, "auth_timeout_s": _NUMBER,
     "cooldown_temp_c": _NUMBER, "cooldown_timeout_s": _NUMBER, "cooldown_poll_s": _NUMBER,
@@ -50,7 +55,8 @@ def _normalise_mask(name: str, cpus: str | int) -> str:
 
 
 class AdbDevice(Device):
-    """A device over ADB that times models with ``onnxruntime_perf_test`` or ``benchmark_model``.
+    """A device over ADB that times models with ``onnxruntime_perf_test`` or ``benchmark_model``
+    (the classic TFLite tool or the LiteRT one, told apart by its ``--help`` output).
 
     The runner binary (a local file) and each model are pushed once into ``remote_dir``
     under names carrying their sha256, and reused while the hash matches. Every run is
@@ -66,8 +72,13 @@ class AdbDevice(Device):
         already there.
     host, serial : str, optional
         ``"IP:port"`` (TCP) or USB serial; with neither, the single USB device attached.
-    runner_kind : {"ort", "tflite"}, optional
-        Inferred from the runner's file name when left out.
+    runner_kind : {"ort", "tflite", "litert"}, optional
+        Inferred from the runner's file name when left out; a ``benchmark_model`` is then
+        asked for its ``--help`` to tell the classic TFLite tool from the LiteRT one (given
+        explicitly, the answer must agree).
+    runner_args : list of str, optional
+        More arguments for every runner call (e.g. ``--dispatch_library_path=...`` for the
+        LiteRT tool's NPU).
     threads : int, optional
         Runner threads (default: the number of CPUs in ``cpus``).
     cpus : str or int, optional
@@ -105,20 +116,39 @@ class AdbDevice(Device):
                  cooldown_timeout_s: float = 300.0, cooldown_poll_s: float = 5.0,
                  throttle_temp_c: float = state_mod.DEFAULT_THROTTLE_TEMP_C,
                  adbkey: str | None = None, runs_per_call: int = 3,
-                 runtime_version: str | None = None) -> None:
+                 runtime_version: str | None = None,
+                 runner_args: list[str] | tuple[str, ...] = ()) -> None:
         self.name = name
         if not remote_dir.startswith("/"):
             raise UserInputError(f"device {name!r}: remote_dir must be an absolute path on the "
                                  f"device, got {remote_dir!r}")
         if threads is not None and threads < 1:
             raise UserInputError(f"device {name!r}: threads must be at least 1, got {threads}")
-        for key, value in (("timeout_s", timeout_s), ("io_timeout_s", io_timeout_s),
-                           ("auth_timeout_s", auth_timeout_s)):
-            if value <= 0:
-                raise UserInputError(f"device {name!r}: {key} must be positive, got {value}")
+        # TOML can write inf and nan: nan passes every comparison and inf never times out
+        for key, value, least in (("timeout_s", timeout_s, "positive"),
+                                  ("io_timeout_s", io_timeout_s, "positive"),
+                                  ("auth_timeout_s", auth_timeout_s, "positive"),
+                                  ("cooldown_timeout_s", cooldown_timeout_s, "0 or more"),
+                                  ("cooldown_poll_s", cooldown_poll_s, "positive"),
+                                  ("cooldown_temp_c", cooldown_temp_c, ""),
+                                  ("throttle_temp_c", throttle_temp_c, "")):
+            if value is None and key == "cooldown_temp_c":
+                continue
+            if not math.isfinite(value) or (least == "positive" and value <= 0) \
+                    or (least == "0 or more" and value < 0):
+                unit = "seconds" if key.endswith("_s") else "°C"
+                raise UserInputError(f"device {name!r}: {key} must be a finite number of {unit}"
+                                     f"{f' ({least})' if least else ''}, got {value}")
         self.runner_path = runner
         kind = runner_kind or infer_runner_kind(runner)
         runner_cls = RUNNERS.get(kind)
+        if not all(isinstance(a, str) for a in runner_args):
+            raise UserInputError(f"device {name!r}: runner_args must be a list of strings, got "
+                                 f"{list(runner_args)!r}")
+        self._explicit_kind = runner_kind is not None
+        self._generation_checked = kind not in BENCHMARK_MODEL_KINDS
+        self._runs_per_call = runs_per_call
+        self._runner_args = tuple(runner_args)
         self.remote_dir = remote_dir.rstrip("/") or "/"
         self.threads = threads
         self.cpu_mask = _normalise_mask(name, cpus) if cpus is not None else None
@@ -139,8 +169,7 @@ class AdbDevice(Device):
             raise UserInputError(f"device {name!r}: runner {runner!r} is not a file; give the "
                                  f"local path of the runner binary (or an absolute path on the "
                                  f"device)")
-        extra = {"runs_per_call": runs_per_call} if kind == "tflite" else {}
-        self.runner: Runner = runner_cls(remote, provider=provider, **extra)
+        self.runner: Runner = self._make_runner(runner_cls, remote)
         self.conn = AdbConnection(name, host=host, serial=serial, adbkey=adbkey,
                                   io_timeout_s=io_timeout_s, auth_timeout_s=auth_timeout_s)
         self._identity: dict[str, str] | None = None
@@ -172,6 +201,44 @@ class AdbDevice(Device):
         return cls(name, **opts)
 
     # ------------------------------------------------------------------------ helpers
+    def _make_runner(self, runner_cls: type[Runner], remote: str) -> Runner:
+        extra: dict[str, Any] = {"runs_per_call": self._runs_per_call} \
+            if runner_cls.kind in BENCHMARK_MODEL_KINDS else {}
+        return runner_cls(remote, provider=self.provider, extra_args=self._runner_args, **extra)
+
+    def resolve_runner(self) -> Runner:
+        """The runner, after telling a ``benchmark_model``'s generation from its ``--help``
+        (once; this may push the runner and ask the device).
+
+        Raises
+        ------
+        DeviceError
+            If the binary is no ``benchmark_model`` latbench knows, or is not the generation
+            ``runner_kind`` names.
+        UserInputError
+            If the profile's provider is not one the detected generation has.
+        """
+        if self._generation_checked:
+            return self.runner
+        self._ensure_runner()
+        r = self.conn.shell(f"{shlex.quote(self.runner.remote_path)} --help",
+                            what="asking the runner which benchmark_model it is")
+        try:
+            found = parsers.detect_benchmark_model(r.output)
+        except RunnerOutputError as exc:
+            raise DeviceError(f"device {self.name!r}: runner {self.runner.name}: {exc}; last "
+                              f"output: {_tail(r.output)}") from None
+        if found != self.runner.kind:
+            cls = RUNNERS.get(found)
+            if self._explicit_kind:
+                raise DeviceError(
+                    f"device {self.name!r}: the profile says runner_kind = {self.runner.kind!r} "
+                    f"but {self.runner.name} is the {cls.tool} (by its --help); set runner_kind = "
+                    f"\"{found}\" or leave it out")
+            self.runner = self._make_runner(cls, self.runner.remote_path)
+        self._generation_checked = True
+        return self.runner
+
     def _remote_runner_name(self) -> str:
         return f"{self._local_runner.name}-{self._local_sha()[:12]}"
 
@@ -250,7 +317,7 @@ class AdbDevice(Device):
             os=f"Android {release} (SDK {sdk})" if release or sdk else "",
             abi=props.get("ro.product.cpu.abi", ""),
             fingerprint=props.get("ro.build.fingerprint", ""),
-            runtime_versions={self.runner.runtime: self.runtime_version()},
+            runtime_versions={self.resolve_runner().runtime: self.runtime_version()},
             state=st,
         )
 
@@ -269,9 +336,11 @@ class AdbDevice(Device):
     @property
     def capabilities(self) -> Capabilities:  # type: ignore[override]
         """The runner's model format; a fixed count of runs (the runner times outside this
-        process); single layers can be pushed and timed like any model."""
+        process); single layers can be pushed and timed like any model; ``benchmark_model``
+        also profiles every operator of a model in one call."""
         return Capabilities(formats=(self.runner.model_suffix.lstrip("."),),
-                            adaptive_sampling=False, layer_timing=True, in_process=False)
+                            adaptive_sampling=False, layer_timing=True, in_process=False,
+                            op_profiles=self.runner.kind in BENCHMARK_MODEL_KINDS)
 
     def runtime_identity(self, threads: int | None = None) -> RuntimeIdentity:
         """The runner's runtime, its version, the provider and the threads (without
@@ -287,7 +356,8 @@ class AdbDevice(Device):
             n = len(self.resolve_cpus()[1])
         if n < 1:
             raise UserInputError(f"threads must be at least 1, got {n}")
-        return RuntimeIdentity(self.runner.runtime, self.runtime_version(), self.provider, int(n))
+        runner = self.resolve_runner()
+        return RuntimeIdentity(runner.runtime, self.runtime_version(), self.provider, int(n))
 
     def check_format(self, artifact: Artifact) -> None:
         """Accept a model in the runner's format, or one with a file of that format beside it.
@@ -366,7 +436,8 @@ class AdbDevice(Device):
         Parameters
         ----------
         artifact : Artifact
-            The model (``.onnx``; for ``benchmark_model`` a ``.tflite`` beside it).
+            The model in the runner's format (``.onnx`` for perf_test, ``.tflite`` for
+            ``benchmark_model``; a file of that format beside it is also taken).
         spec : BenchSpec
             From :meth:`make_spec`.
         progress : callable, optional
@@ -388,6 +459,7 @@ class AdbDevice(Device):
             Unreachable or unauthorised device, missing runner, runner crash or non-zero
             exit, timeout, dropped connection, or unreadable runner output.
         """
+        self.resolve_runner()
         self.check_spec(artifact, spec)
         self.check_sampling(sampling)
         mask, cpus = self.resolve_cpus()
@@ -440,6 +512,47 @@ class AdbDevice(Device):
                  "pushed": self.conn.pushed[pushed_before:], **extra_state}
         return Measurement(spec=spec, samples_s=parsed.samples_s, info_before=before,
                            info_after=after, extra=extra)
+
+    def profile_ops(self, artifact: Artifact, spec: BenchSpec) -> OpProfile:
+        """Run ``benchmark_model`` once with per-operator profiling (``--enable_op_profiling``
+        for the classic tool, ``--use_profiler`` for the LiteRT one) over ``spec.repeats``
+        inferences after ``spec.warmup`` warm-up runs, pinned like :meth:`measure`.
+
+        Raises
+        ------
+        UserInputError
+            If the runner is not a ``benchmark_model``, or the spec does not fit.
+        OpProfileError
+            If the run prints no per-operator table latbench reads.
+        DeviceError
+            If the run fails.
+        """
+        runner = self.resolve_runner()
+        if not isinstance(runner, RUNNERS.get("tflite")):
+            raise UserInputError(f"device {self.name!r}: {runner.tool} does not profile operators;"
+                                 " measure layers alone instead")
+        self.check_spec(artifact, spec)
+        mask, cpus = self.resolve_cpus()
+        self._ensure_runner()
+        remote_model = self._ensure_model(artifact)
+        before = self._snapshot(cpus)
+        call = runner.profile_invocation(remote_model, cpu_mask=mask, threads=spec.threads,
+                                         warmup=spec.warmup, runs=spec.repeats)
+        try:
+            r = self.conn.shell(call.command, timeout_s=self.timeout_s,
+                                what=f"profiling with {runner.name}")
+        except DeviceTimeoutError:
+            self._kill_runner()
+            raise
+        self._check_run(r)
+        after = self._snapshot(cpus)
+        try:
+            rows = runner.parse_profile(r.output, spec.repeats)
+        except RunnerOutputError as exc:
+            raise OpProfileError(f"device {self.name!r}: cannot read {runner.name}'s operator "
+                                 f"profile ({exc}); last output: {_tail(r.output)}") from None
+        return OpProfile(tuple(rows), spec.repeats, runner.tool, before, after,
+                         extra={"command": call.command})
 
     def close(self) -> None:
         """Close the ADB connection."""

@@ -7,10 +7,13 @@ that names the device and says what to do. A dropped TCP connection is reported 
 
 from __future__ import annotations
 
+import math
+import os
 import posixpath
 import re
 import shlex
 import stat as stat_mod
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,28 +96,62 @@ def load_signer(adbkey: str | Path | None = None) -> Any:
 
     The key defaults to ``~/.android/adbkey`` (adb's own, so a phone that trusts this
     computer's adb trusts latbench too). A missing key is generated (2048-bit RSA, with its
-    ``.pub``); a missing ``.pub`` is derived from the private key.
+    ``.pub``) the way adb makes it: the private key readable by its owner only (0600), in
+    a folder only its owner may enter (0700) when latbench creates the folder. A missing
+    ``.pub`` is derived from the private key. An existing private key that others may read
+    is used, with a warning (:class:`UserWarning`) saying how to fix it: whoever holds
+    it is trusted by every phone that trusts this computer.
 
     Raises
     ------
     UserInputError
         If the key file exists but is not a readable PEM private key.
     """
-    from adb_shell.auth.keygen import keygen, write_public_keyfile
+    from adb_shell.auth.keygen import write_public_keyfile
     from adb_shell.auth.sign_pythonrsa import PythonRSASigner
 
     path = Path(adbkey if adbkey is not None else DEFAULT_ADBKEY).expanduser()
     try:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            keygen(str(path))
+            _generate_key(path)
         elif not Path(str(path) + ".pub").exists():
             write_public_keyfile(str(path), str(path) + ".pub")
-        return PythonRSASigner.FromRSAKeyPath(str(path))
+        signer = PythonRSASigner.FromRSAKeyPath(str(path))
+        _warn_if_exposed(path)
+        return signer
     except (OSError, ValueError) as exc:
         raise UserInputError(f"adbkey {str(path)!r} is not a usable ADB private key ({exc}); "
                              f"point 'adbkey' at adb's key or remove the file to make a new one"
                              ) from None
+
+
+def _generate_key(path: Path) -> None:
+    """Write a new key pair at ``path`` (+ ``.pub``): the private key 0600 from its creation."""
+    from adb_shell.auth.keygen import keygen
+
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    # The file is created empty with 0600 (O_EXCL: never through someone's symlink) before
+    # adb-shell writes the key into it, so the key is never readable by others, not even
+    # for a moment; adb-shell's own keygen would create it with the umask (usually 0644).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    try:
+        keygen(str(path))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _warn_if_exposed(path: Path) -> None:
+    if os.name != "posix":  # Windows has ACLs, not mode bits
+        return
+    mode = stat_mod.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        warnings.warn(
+            f"the ADB private key {str(path)!r} is readable by other users (mode {mode:04o}); "
+            f"anyone who can read it is trusted by your phones: chmod 600 {shlex.quote(str(path))}",
+            UserWarning, stacklevel=3)
 
 
 def list_usb_serials(timeout_s: float = 10.0) -> list[str]:
@@ -189,6 +226,10 @@ class AdbConnection:
         self.host = host
         self.serial = serial
         self.adbkey = adbkey
+        for key, value in (("io_timeout_s", io_timeout_s), ("auth_timeout_s", auth_timeout_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserInputError(f"device {name!r}: {key} must be a finite number of "
+                                     f"seconds (positive), got {value}")
         self.io_timeout_s = float(io_timeout_s)
         self.auth_timeout_s = float(auth_timeout_s)
         self._dev: Any = None
