@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     from latbench.devices.cpu import CpuDevice, cpu_model_name
     from latbench.exceptions import UserInputError
     from latbench.models import resolve_model
-    from latbench.search.search import Searcher, _Meter
+    from latbench.search.policy import MeasurementPolicy
+    from latbench.search.search import Searcher
 
     torch.set_num_threads(args.threads)
     shape = (1, 3, args.size, args.size)
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
         methods = dict(kv.split("=") for kv in args.methods.split(";")).get(name, "tucker2,svd")
         methods = tuple(methods.split(","))
         with tempfile.TemporaryDirectory() as tmp:
-            meter = _Meter(dev, shape, Path(tmp), args.threads, 10, args.repeats)
-            original = min(meter(net, "orig") for _ in range(3))
+            meter = MeasurementPolicy(dev, shape, Path(tmp), args.threads, 10, args.repeats)
+            original = min(meter.measure(net, "orig") for _ in range(3))
         searcher = Searcher(net, dev, input_shape=shape, methods=methods, calib=args.calib,
                             threads=args.threads, repeats=args.repeats)
         prepare_s = None
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                 eq = b.get("fidelity_at_equal_latency")
                 case.update(
                     budget_ms=budget, original_ms_in_search=r.original_ms, measured_ms=r.measured_ms,
-                    predicted_ms=r.predicted_ms, met=bool(r.met),
+                    predicted_ms=r.predicted_ms, met=bool(r.met), speedup=r.speedup,
+                    original_moved=(r.original_drift or {}).get("moved"),
                     tight=bool(r.met and r.measured_ms >= 0.9 * budget),
                     under_by=1 - r.measured_ms / budget, rounds=len(r.rounds),
                     round_measured_ms=[x.measured_ms for x in r.rounds],

@@ -66,7 +66,8 @@ def main() -> None:
     for r in result.rounds:
         print(f"round {r.index}: predicted {r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
               f"({'met' if r.met else 'over'}), accuracy {r.fidelity:.3f}")
-    print(f"searched: measured {result.measured_ms:.3f} ms ({'met' if result.met else 'NOT met'}), "
+    print(f"searched: measured {result.measured_ms:.3f} ms back to back with the original "
+          f"(speed-up {result.speedup:.2f}x, {'met' if result.met else 'NOT met'}), "
           f"accuracy {result.fidelity_before_finetune:.3f}, after 1 epoch of fine-tuning "
           f"{result.fidelity:.3f}")
     b = result.baseline
@@ -77,6 +78,8 @@ def main() -> None:
         if b["fidelity_at_equal_latency"] is not None:
             print(f"uniform {b['method']} at {b['at_latency_ms']:.3f} ms (interpolated): accuracy "
                   f"{b['fidelity_at_equal_latency']:.3f}")
+    for note in result.notes:
+        print(f"note: {note}")
     print(f"plan: {result.plan.to_json()}")
     print(f"wrote {paths['markdown']} and {paths['html']}; total {time.perf_counter() - t0:.0f} s")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from latbench.devices.simulated import SimulatedDevice, onnx_macs
+from latbench.predictor.base import LatencyPredictor
 
 __all__ = ["MacDevice", "MacPredictor", "onnx_macs"]
 
@@ -22,8 +23,9 @@ class MacDevice(SimulatedDevice):
         super().__init__(name, **kw)
 
 
-class MacPredictor:
-    """A 'fitted' predictor: ``bias · (overhead + Σ MACs)`` of each layer table."""
+class MacPredictor(LatencyPredictor):
+    """A 'fitted' predictor: ``bias · (overhead + Σ MACs)`` of each layer table (a
+    LatencyPredictor, so a test can write it to a file as a user's own predictor)."""
 
     def __init__(self, *, overhead_ms: float = 0.05, ms_per_mmac: float = 1.0, bias: float = 1.0,
                  device: str = "macdev", schema: int | None = None) -> None:

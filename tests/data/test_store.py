@@ -280,7 +280,9 @@ def _writer(db: str, worker: int, n: int) -> None:
 def test_two_processes_writing_at_once_stay_consistent(tmp_path):
     db = str(tmp_path / "lat.db")
     Store(db).close()  # schema first, so both workers open an existing store
-    ctx = mp.get_context("fork")  # spawn would re-import torch in each child (slow)
+    # spawn, not fork: the suite may have started JAX threads (LiteRT conversion) by now, and a
+    # forked child of a multithreaded process can deadlock
+    ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(db, w, 25)) for w in range(2)]
     for p in procs:
         p.start()

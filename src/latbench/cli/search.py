@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,11 @@ import typer
 
 from latbench.cli._common import TRUST_FILE_HELP, console, err_console, parse_shape, print_json
 
-__all__ = ["register"]
+__all__ = ["register", "EXIT_BUDGET_NOT_MET"]
+
+#: Exit status of a search that ran to the end without meeting the budget (its fastest plan
+#: is still printed and, with --out, written). 1–5 are latbench's error codes.
+EXIT_BUDGET_NOT_MET = 6
 
 
 def search_cmd(
@@ -34,7 +39,16 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     trust_file: bool = typer.Option(False, "--trust-file", help=TRUST_FILE_HELP),
 ) -> None:
-    """Search per-layer decompositions that meet a latency budget with the least damage."""
+    """Search per-layer decompositions that meet a latency budget with the least damage.
+
+    Each plan is measured right after the original, the final one back to back with it.
+
+    Reported latency, speed-up and "met" come from that verification (they hold when the device drifts).
+
+    Exit status: 0 met; 6 budget not met (the fastest plan is still printed and written to --out).
+
+    Errors: 2 bad input or a budget below the fastest reachable latency; 3 device failure; 5 unusable predictor.
+    """
     from latbench.devices.registry import get_device
     from latbench.exceptions import DeviceError, UserInputError
     from latbench.models import default_input_shape
@@ -96,23 +110,42 @@ def search_cmd(
         doc["outputs"] = write_search_outputs(result, out, shape)
     if as_json:
         print_json(doc)
-        return
-    console.print(
-        f"{model} on {dev.name}: budget {result.budget_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
-        f"({'met' if result.met else 'NOT met'}), original {result.original_ms:.3f} ms, "
-        f"{len(result.rounds)} round(s), fidelity {result.fidelity:.4f}")
+    else:
+        _print_result(model, dev.name, result, out)
+    for note in result.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if not result.met:
+        where = f" and written to {out}/" if out is not None else ""
+        err_console.print(f"budget not met: the fastest plan found is reported{where} "
+                          f"(exit status {EXIT_BUDGET_NOT_MET})", markup=False, highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(code=EXIT_BUDGET_NOT_MET)
+
+
+def _print_result(model: str, device: str, result, out: Optional[Path]) -> None:
+    say = partial(console.print, soft_wrap=True)
+    say(
+        f"{model} on {device}: budget {result.budget_ms:.3f} ms, measured {result.measured_ms:.3f} ms "
+        f"({'met' if result.met else 'NOT met'}), original {result.original_ms:.3f} ms, speed-up "
+        f"{result.speedup:.2f}x (verified back to back), {len(result.rounds)} round(s), "
+        f"fidelity {result.fidelity:.4f}")
+    drift = result.original_drift or {}
+    if drift.get("moved", 0.0) > 0.1:
+        say(f"the original moved {drift['min_ms']:.3f}–{drift['max_ms']:.3f} ms during "
+            f"the search ({drift['moved']:.0%} of its first {drift['first_ms']:.3f} ms)")
     if result.baseline:
         b = result.baseline
         eq = b.get("fidelity_at_equal_latency")
-        console.print(f"uniform {b['method']}: fidelity {eq:.4f} at the same measured latency" if eq
-                      is not None else f"uniform {b['method']}@{b['fraction']:g}: measured "
-                      f"{b['measured_ms']:.3f} ms, fidelity {b['fidelity']:.4f}")
+        say(f"uniform {b['method']}: fidelity {eq:.4f} at the same measured latency" if eq
+            is not None else f"uniform {b['method']}@{b['fraction']:g}: measured "
+            f"{b['measured_ms']:.3f} ms, fidelity {b['fidelity']:.4f}")
     for r in result.rounds:
-        console.print(f"  round {r.index}: predicted budget {r.target_ms:.3f} ms, predicted "
-                      f"{r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
-                      f"({'met' if r.met else 'over'}), fidelity {r.fidelity:.4f}")
+        say(f"  round {r.index}: predicted budget {r.target_ms:.3f} ms, predicted "
+            f"{r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms against the "
+            f"original's {r.original_ms:.3f} ms ({'met' if r.met else 'over'}), "
+            f"fidelity {r.fidelity:.4f}")
     if out is not None:
-        console.print(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
+        say(f"wrote {out}/ (model.onnx, model.pt, plan.json, report.html)")
 
 
 def register(app: typer.Typer) -> None:

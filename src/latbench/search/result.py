@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,11 @@ class Round:
 
     Latencies in ms. ``fidelity`` is the search's fidelity (``fidelity_fn`` or
     ``1 − relative output error``) of this round's plan, before any fine-tuning.
+    ``measured_ms`` is the plan's median on the device (the lower one when measured again),
+    ``original_ms`` the original's in the same window, and ``judged_ms`` the plan in the
+    search's reference ms (their ratio × the original at the start of the search): what
+    ``met`` compares with the budget. ``remeasured`` says what was measured again
+    (``"plan"``, ``"original"``, and ``"drift"`` when the original had moved).
     """
 
     index: int
@@ -31,6 +37,9 @@ class Round:
     params: int
     macs: int
     plan: dict
+    original_ms: float = math.nan
+    judged_ms: float = math.nan
+    remeasured: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +54,17 @@ class SearchResult:
     without the device. ``baseline`` is the uniform-rank plan family measured around the
     final plan's latency (``fidelity_at_equal_latency`` interpolated between the measured
     points that bracket it).
+
+    ``measured_ms``, ``original_ms``, ``speedup`` and ``met`` come from the final plan's
+    back-to-back verification with the original (``verification``); ``budget_ms`` is the
+    requested budget, or for a speed-up the verification's original over it.
+    ``original_ms_start`` is the original at the start of the search, the reference a
+    budget in ms is judged at: ``measured_ms_at_start`` (= ``original_ms_start / speedup``)
+    is compared with it, so a device that slowed down during the search cannot make a plan
+    look over budget, nor one that sped up make it look under. ``original_drift`` says how
+    much the original moved. ``fidelity_check`` compares the plan's fidelity with what the
+    predicted front promised and with the uniform baseline; ``cost_check`` says whether the
+    cost model's latencies were trusted, rescaled or set aside.
     """
 
     model_name: str
@@ -75,6 +95,15 @@ class SearchResult:
     fidelity_before_finetune: float | None = None
     notes: list[str] = field(default_factory=list)
     prepare_seconds: float = 0.0  # candidates, damages, costs; 0 when a Searcher reused them
+    speedup: float | None = None  # verified: median of the back-to-back pairs' ratios
+    original_ms_start: float | None = None
+    requested_budget_ms: float | None = None
+    requested_speedup: float | None = None
+    measured_ms_at_start: float | None = None
+    verification: dict | None = None
+    original_drift: dict | None = None
+    fidelity_check: dict | None = None
+    cost_check: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``bench search --json`` object."""
@@ -91,7 +120,8 @@ class SearchResult:
             "input_shape": list(self.input_shape),
             "original_ms": self.original_ms,
             "original_fidelity": self.original_fidelity,
-            "speedup": self.original_ms / self.measured_ms if self.measured_ms else None,
+            "speedup": self.speedup if self.speedup is not None else
+            (self.original_ms / self.measured_ms if self.measured_ms else None),
             "fidelity_name": self.fidelity_name,
             "fidelity_before_finetune": self.fidelity_before_finetune,
             "output_rel_error": self.output_rel_error,
@@ -105,4 +135,21 @@ class SearchResult:
             "choices": self.choices,
             "uniform_baseline": self.baseline,
             "notes": self.notes,
+            "original_ms_start": self.original_ms_start,
+            "requested_budget_ms": self.requested_budget_ms,
+            "requested_speedup": self.requested_speedup,
+            "budget_speedup": self.budget_speedup,
+            "measured_ms_at_start": self.measured_ms_at_start,
+            "verification": self.verification,
+            "original_drift": self.original_drift,
+            "fidelity_check": self.fidelity_check,
+            "cost_check": self.cost_check,
         }
+
+    @property
+    def budget_speedup(self) -> float | None:
+        """The speed-up over the original that the budget asks for."""
+        if self.requested_speedup is not None:
+            return self.requested_speedup
+        start = self.original_ms_start if self.original_ms_start is not None else self.original_ms
+        return start / self.budget_ms if self.budget_ms else None
