@@ -54,7 +54,7 @@ def source_models(cols, cache: Path, progress) -> SourceModels:
     t0 = time.time()
     sm = SourceModels.fit({d: (c.batch, c.y) for d, c in cols.items()},
                           progress=lambda s, i, n: progress(f"source model {i}/{n} {time.time() - t0:.0f}s"))
-    path.write_text(json.dumps(sm.__getstate__()))
+    path.write_text(json.dumps(sm.to_dict()))
     return sm
 
 
