@@ -61,6 +61,7 @@ def builtin_rows(graph, scale=1e-3):
                          (n.index + 1) * scale, 1, n.index) for n in graph.nodes]
 
 
+@pytest.mark.slow
 def test_builtin_rows_map_exactly_by_node(net_graph):
     graph, table = net_graph
     m = map_profile(OpProfile(tuple(builtin_rows(graph)), 5, "t"), graph, table)

@@ -94,6 +94,7 @@ class FlakyCpu(CpuDevice):
 
 
 # --------------------------------------------------------------------------- sweeping
+@pytest.mark.slow
 def test_sweep_measures_each_variant_once_and_commits_each_at_once(model: str, tmp_path: Path) -> None:
     cfg = config(model)
     keys = expected_keys(cfg)
@@ -117,6 +118,7 @@ def test_sweep_measures_each_variant_once_and_commits_each_at_once(model: str, t
     assert sorted(m for (m,) in methods) == ["mixed", "none", "svd", "tucker2"]
 
 
+@pytest.mark.slow
 def test_rerun_skips_what_is_stored_for_that_device_runtime_and_threads(model: str, tmp_path: Path) -> None:
     cfg = config(model, random_plans=0)
     db = tmp_path / "lat.db"
@@ -130,6 +132,7 @@ def test_rerun_skips_what_is_stored_for_that_device_runtime_and_threads(model: s
     assert len(stored(db)) == 2 * first.measured
 
 
+@pytest.mark.slow
 def test_per_layer_measures_every_distinct_layer_once_and_resumes_from_stored_tables(
         model: str, tmp_path: Path) -> None:
     cfg = config(model, random_plans=0)
@@ -162,6 +165,7 @@ def replace_cfg(cfg: SweepConfig, **kw) -> SweepConfig:
     return replace(cfg, **kw)
 
 
+@pytest.mark.slow
 def test_an_export_failure_is_recorded_and_the_sweep_goes_on(
         model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = export_mod.export_onnx
@@ -230,6 +234,7 @@ def test_a_model_that_cannot_be_exported_fails_alone(model: str, tmp_path: Path)
                                                if v.model == model}
 
 
+@pytest.mark.slow
 def test_a_lost_device_stops_the_sweep_keeps_what_was_measured_and_a_rerun_resumes(
         model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(model)
@@ -406,6 +411,7 @@ def test_default_sweep_is_resnet18_at_224_with_tucker2_and_svd() -> None:
 
 
 # --------------------------------------------------------------------------- kill -9
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_with_no_duplicate_and_no_lost_row(model: str, tmp_path: Path) -> None:
     db = tmp_path / "lat.db"
     args = ["sweep", "--model", model, "--input", "1x3x16x16", "--methods", "tucker2,svd",

@@ -15,6 +15,7 @@ def run(capsys, *args):
     return exc.value.code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_json_report_of_resnet18_states_its_parameter_count(capsys):
     code, out, _ = run(capsys, "compress", "resnet18", "--method", "svd", "--rank", "0.25",
                        "--layers", "fc", "--json")
@@ -31,6 +32,7 @@ def test_json_report_of_resnet18_states_its_parameter_count(capsys):
     assert doc["params_after"] == doc["params_before"] - layer["params_before"] + layer["params_after"]
 
 
+@pytest.mark.slow
 def test_writes_onnx_and_torch_module(capsys, tmp_path):
     arch = "nb201:|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
     onnx_path, pt_path = tmp_path / "v.onnx", tmp_path / "v.pt"

@@ -65,6 +65,7 @@ def test_ron_errors_are_one_line(capsys, saved, extra, message):
     assert err.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_digits_model_with_its_own_calibration(capsys):
     code, out, _ = run(capsys, "compress", "digits:2", "--method", "ron", "--rank", "8",
                        "--layers", "features.5*", "--calibration", "digits:200", "--json")

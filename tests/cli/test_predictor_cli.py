@@ -30,6 +30,7 @@ def _run(*args):
     return CliRunner().invoke(build_app(), list(args))
 
 
+@pytest.mark.slow
 def test_evaluate_json_keys(db):
     r = _run("predictor", "evaluate", "--db", str(db), "--device", "sd855", "--kind", "gbm",
              "--train-size", "100", "--seed", "1", "--json")
@@ -61,6 +62,7 @@ def test_unknown_kind_and_device_are_user_errors(db):
     assert isinstance(r.exception, UserInputError)
 
 
+@pytest.mark.slow
 def test_report_writes_html_and_table(db, tmp_path):
     r = _run("report", "--db", str(db), "--device", "sd855", "--out", str(tmp_path / "rep"),
              "--train-size", "100")

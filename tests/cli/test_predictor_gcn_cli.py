@@ -32,6 +32,7 @@ def _run(*args):
     return CliRunner().invoke(build_app(), list(args))
 
 
+@pytest.mark.slow
 def test_gcn_evaluates_trains_and_predicts(db, tmp_path, few_steps):
     r = _run("predictor", "evaluate", "--db", str(db), "--device", "sd855", "--kind", "gcn",
              "--train-size", "80", "--seed", "0", "--json")

@@ -39,6 +39,7 @@ def bench(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_json_keys_and_out_files(capsys, tmp_path, model_file, fake_device):
     out = tmp_path / "out"
     code, stdout, err = bench(capsys, "search", str(model_file), "--device", "cpu", "--speedup", "1.3",
@@ -66,6 +67,7 @@ def test_json_keys_and_out_files(capsys, tmp_path, model_file, fake_device):
         assert saved(torch.zeros(1, 1, 12, 12)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_budget_too_low_is_one_line_error(capsys, model_file, fake_device):
     code, _, err = bench(capsys, "search", str(model_file), "--budget-ms", "0.000001",
                          "--input", "1x1x12x12", "--calib", "2", "--repeats", "1")
@@ -79,6 +81,7 @@ def test_needs_exactly_one_budget(capsys, model_file, fake_device):
     assert code == 2 and "--budget-ms" in err
 
 
+@pytest.mark.slow
 def test_device_failure_writes_what_is_known(capsys, tmp_path, model_file, monkeypatch):
     dev = MacDevice(name="cpu", fail_after=1)
     monkeypatch.setattr("latbench.devices.registry.get_device", lambda name, devices_file=None: dev)
@@ -113,6 +116,7 @@ def saved_predictor(tmp_path: Path, **kw) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_budget_not_met_exits_6_and_still_writes_the_fastest_plan(capsys, tmp_path, model_file,
                                                                   monkeypatch):
     big = model_macs(model_file)
@@ -133,6 +137,7 @@ def test_budget_not_met_exits_6_and_still_writes_the_fastest_plan(capsys, tmp_pa
     assert "note: no plan met the budget in 1 round(s)" in err
 
 
+@pytest.mark.slow
 def test_a_predictor_with_negative_latencies_is_set_aside_with_a_note(capsys, tmp_path, model_file,
                                                                      fake_device):
     pred = saved_predictor(tmp_path, overhead_ms=-30.0, ms_per_mmac=-100.0)  # the GBM
@@ -145,6 +150,7 @@ def test_a_predictor_with_negative_latencies_is_set_aside_with_a_note(capsys, tm
     assert code == (0 if doc["met"] else 6)
 
 
+@pytest.mark.slow
 def test_a_predictor_that_cannot_be_set_aside_is_one_line_error(capsys, tmp_path, model_file,
                                                                 monkeypatch):
     from latbench.devices.base import Capabilities
@@ -163,6 +169,7 @@ def test_a_predictor_that_cannot_be_set_aside_is_one_line_error(capsys, tmp_path
     assert code == 5 and len(lines) == 1 and "non-positive" in lines[0]
 
 
+@pytest.mark.slow
 def test_text_output_gives_the_verified_speedup_and_help_the_exit_status(capsys, model_file,
                                                                         fake_device):
     code, stdout, err = bench(capsys, "search", str(model_file), "--speedup", "1.3", "--input",

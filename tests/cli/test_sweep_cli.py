@@ -68,6 +68,7 @@ def n_measurements(db: Path) -> int:
         con.close()
 
 
+@pytest.mark.slow
 def test_sweep_json_then_rerun_skips_everything(capsys: pytest.CaptureFixture, model: str) -> None:
     args = ("sweep", "--model", model, "--methods", "tucker2,svd", "--ranks", "0.5",
             "--random-plans", "1", *FAST, "--db", "lat.db", "--json")
@@ -109,6 +110,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFix
     assert code == 0 and "ETA" not in err and err == ""
 
 
+@pytest.mark.slow
 def test_sweep_from_a_config_file(capsys: pytest.CaptureFixture, model: str, isolated: Path) -> None:
     (isolated / "sweep.toml").write_text(
         f'random_plans = 0\nthreads = 1\nwarmup = 1\nrepeats = 3\n[[models]]\nname = "{model}"\n'
@@ -142,6 +144,7 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys: pytest.CaptureFixture, mo
     assert not Path("lat.db").exists()
 
 
+@pytest.mark.slow
 def test_a_lost_device_exits_3_and_a_rerun_resumes(capsys: pytest.CaptureFixture, model: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     class Flaky(CpuDevice):

@@ -31,6 +31,7 @@ def isolated(monkeypatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_compress_to_tflite_without_the_extra_is_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     code, out, err = bench(capsys, "compress", "resnet18", "--method", "svd", "--rank", "0.5",
@@ -41,6 +42,7 @@ def test_compress_to_tflite_without_the_extra_is_one_line(capsys, monkeypatch, t
                            'pip install "latbench[tflite]"')
 
 
+@pytest.mark.slow
 def test_compress_to_tflite_then_run_on_litert(capsys, tmp_path):
     pytest.importorskip("litert_torch", reason='needs pip install "latbench[tflite]"')
     out_path = tmp_path / "r18.tflite"

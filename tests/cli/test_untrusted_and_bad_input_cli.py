@@ -139,6 +139,7 @@ def old_predictor(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_an_old_pickled_predictor_needs_trust_file_or_convert(capsys, tmp_path, old_predictor):
     predict = ("predictor", "predict", "--predictor", str(old_predictor), "resnet18",
                "--input", "1x3x32x32", "--json")

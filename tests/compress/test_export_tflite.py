@@ -43,6 +43,7 @@ def run_tflite(path, x: np.ndarray) -> np.ndarray:
     (None, None), ("svd", "*"), ("cur", "9"), ("tucker2", "[35]"), ("cp", "[35]"),
     ("cp3", "[35]"), ("tt", "[35]"),
 ])
+@pytest.mark.slow
 def test_every_method_exports_and_matches_torch(tmp_path, method, layers):
     net = small_cnn()
     if method is not None:
@@ -60,6 +61,7 @@ def test_every_method_exports_and_matches_torch(tmp_path, method, layers):
         assert "DEPTHWISE_CONV_2D" in {n.op for n in read_tflite(art.path).nodes}
 
 
+@pytest.mark.slow
 def test_artifact_from_tflite_file_reads_shape_and_format(tmp_path):
     art = export_tflite(small_cnn(), SHAPE, tmp_path / "m.tflite")
     again = Artifact.from_file(art.path)
@@ -73,6 +75,7 @@ def test_artifact_from_tflite_file_reads_shape_and_format(tmp_path):
     assert any("Conv2d_0" in t for t in (*conv.outputs, *conv.constant_inputs))
 
 
+@pytest.mark.slow
 def test_check_catches_a_converted_model_that_disagrees(tmp_path, monkeypatch):
     import latbench.compress.export as ex
 
@@ -84,6 +87,7 @@ def test_check_catches_a_converted_model_that_disagrees(tmp_path, monkeypatch):
         ex._check_tflite(art.path, x, wrong, TFLITE_RTOL, "Sequential")
 
 
+@pytest.mark.slow
 def test_export_model_picks_the_format_by_suffix_or_argument(tmp_path):
     net = small_cnn()
     assert export_model(net, SHAPE, tmp_path / "a.tflite").format == "tflite"
@@ -100,6 +104,7 @@ def test_float64_model_is_refused_and_left_as_it_was(tmp_path):
     assert next(net.parameters()).dtype == torch.float64
 
 
+@pytest.mark.slow
 def test_conversion_failure_is_an_export_error(tmp_path):
     class Two(nn.Module):
         def forward(self, x):

@@ -49,6 +49,7 @@ def test_full_rank_reproduces_the_network():
 
 @pytest.mark.parametrize("method, rank", [("svd", 0.5), ("tucker2", 0.5), ("cp", 0.5), ("cp3", 0.5),
                                           ("tt", 0.5), ("cur", 0.5)])
+@pytest.mark.slow
 def test_every_method_exports_and_onnxruntime_agrees_with_torch(tmp_path, method, rank):
     net = small_cnn()
     res = compress_model(net, Plan.uniform(method, rank), input_shape=SHAPE)

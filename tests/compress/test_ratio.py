@@ -111,6 +111,7 @@ def _musco_net() -> nn.Module:
                          nn.Conv2d(64, 48, 3, padding=1)).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x", [2.0, 3.0])
 def test_musco_ratio_applies_to_the_whole_block_on_every_step(x):
     steps = iterative_compress(_musco_net(), Plan.uniform("tucker2", f"ratio={x}"), steps=3,

@@ -79,12 +79,14 @@ def test_deim_interpolation_error_never_exceeds_its_bound(rank):
     assert res.stages[0].propagated_error == pytest.approx(res.stages[0].interpolation_error, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_errors_shrink_as_the_rank_grows():
     x = calib(150)
     errs = [reduce_order(residual_net(), r, x).stages[0].projection_error for r in (2, 8, 32, 72)]
     assert errs == sorted(errs, reverse=True) and errs[-1] < 1e-6
 
 
+@pytest.mark.slow
 def test_tail_from_a_named_layer_keeps_the_head_and_reads_its_output_sparsely():
     torch.manual_seed(0)
     net = DigitsCNN(width=2).eval()
@@ -240,6 +242,7 @@ def test_sparse_rows_of_a_flat_input_gather_single_values():
     assert torch.allclose(model(x), net(x), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["residual", "sparse"])
 def test_exported_reduced_network_runs_in_onnxruntime_and_on_the_simulated_device(tmp_path, which):
     import onnxruntime as ort

@@ -380,6 +380,7 @@ def test_compute_no_formula_covers_is_flagged_never_a_silent_zero():
 
 @pytest.mark.parametrize("name, shape", [("resnet18", (1, 3, 32, 32)), ("mobilenet_v2", (1, 3, 32, 32)),
                                          ("squeezenet1_0", (1, 3, 64, 64))])
+@pytest.mark.slow
 def test_table_macs_equal_torchs_flop_counter_on_torchvision_models(name, shape):
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.get_model(name, weights=None)

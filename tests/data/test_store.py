@@ -277,6 +277,7 @@ def _writer(db: str, worker: int, n: int) -> None:
             s.add_failure("measure", f"w{worker}-{k}", device_id=d)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_stay_consistent(tmp_path):
     db = str(tmp_path / "lat.db")
     Store(db).close()  # schema first, so both workers open an existing store

@@ -135,6 +135,7 @@ def test_a_state_dict_needs_its_architecture(tmp_path):
     (lambda p: torch.save([1, 2, 3], p), "not a state dict"),
     (lambda p: None, "does not exist"),
 ])
+@pytest.mark.slow
 def test_name_at_path_mistakes_are_one_line(tmp_path, setup, match):
     path = tmp_path / "w.pt"
     setup(path)

@@ -1,6 +1,7 @@
 """Each predictor must learn a planted relation to a stated accuracy."""
 
 import numpy as np
+import pytest
 
 from latbench.predictor.flops import FlopsClusteredPredictor, FlopsPredictor
 from latbench.predictor.gbm import GBMLayerPredictor, GBMPredictor
@@ -12,11 +13,13 @@ XTR, YTR = dataset(150, seed=2, noise=0.01)
 XTE, YTE = dataset(100, seed=3)
 
 
+@pytest.mark.slow
 def test_gbm_learns_planted_relation():
     m = regression_metrics(YTE, GBMPredictor(n_estimators=200).fit(XTR, YTR).predict(XTE))
     assert m["acc10"] >= 0.9 and m["spearman"] >= 0.97
 
 
+@pytest.mark.slow
 def test_gbm_robust_losses_shrug_off_disturbed_measurements():
     import pytest
 

@@ -17,6 +17,7 @@ from latbench.predictor.registry import make_predictor
 from ._synth import conv_row, dataset, elem_row
 
 
+@pytest.mark.slow
 def test_learns_a_planted_additive_latency():
     X, y = dataset(260, seed=0)
     p = GCNPredictor(max_steps=250, random_state=0).fit(X[:200], y[:200])

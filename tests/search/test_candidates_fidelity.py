@@ -23,6 +23,7 @@ def small_net() -> nn.Module:
 SHAPE = (1, 3, 12, 12)
 
 
+@pytest.mark.slow
 def test_candidates_keep_first_distinct_and_smaller():
     net = small_net()
     slots = generate_candidates(net, SHAPE, ("tucker2", "svd"))

@@ -124,6 +124,7 @@ def test_device_failure_keeps_the_rounds_so_far(digits):
     assert len(partial["rounds"]) == 1 and math.isfinite(partial["original_ms"])
 
 
+@pytest.mark.slow
 def test_digits_searched_plan_beats_uniform_at_equal_latency(digits):
     """Real accuracy: the knapsack's plan against uniform ranks at the same measured latency."""
     acc = digits.accuracy

@@ -27,6 +27,7 @@ def truth_us(fake) -> list[int]:
     return [int(x) for line in text.split("\n") for x in line.split()]
 
 
+@pytest.mark.slow
 def test_classic_tool_times_a_real_tflite_file(make_fake, profile, runners, tflite_net):
     fake, dev = device(make_fake, profile, runners)
     spec = dev.make_spec(tflite_net, warmup=1, repeats=5)

@@ -65,6 +65,7 @@ def sweep(capsys, devices: Path, net: str, db: Path) -> dict:
 
 @pytest.mark.parametrize("generation,provider", [("tflite", "cpu"), ("litert", "cpu"),
                                                  ("tflite", "builtin")])
+@pytest.mark.slow
 def test_phone_sweep_stores_variants_and_layer_profiles(capsys, phone, net_path, tmp_path,
                                                        generation, provider):
     fake, devices = phone(generation, provider)
@@ -101,6 +102,7 @@ def test_phone_sweep_stores_variants_and_layer_profiles(capsys, phone, net_path,
     assert not any("taskset" in c for c in fake.commands[n_cmds:])
 
 
+@pytest.mark.slow
 def test_onnx_and_tflite_measurements_of_one_variant_sit_side_by_side(capsys, phone, net_path,
                                                                       tmp_path):
     import pandas as pd
@@ -127,6 +129,7 @@ def test_onnx_and_tflite_measurements_of_one_variant_sit_side_by_side(capsys, ph
     assert set(df["runtime"]) == {"onnxruntime", "litert"}
 
 
+@pytest.mark.slow
 def test_device_lost_while_profiling_keeps_the_measurement_and_resumes(
         make_fake, runners, adbkey, net_path, tmp_path, monkeypatch):
     pytest.importorskip("litert_torch", reason='TFLite export needs pip install "latbench[tflite]"')
