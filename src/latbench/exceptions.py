@@ -26,6 +26,9 @@ __all__ = [
     "MissingExtraError",
     "RunnerOutputError",
     "ConnectionDroppedError",
+    "WorkdirError",
+    "Interrupted",
+    "LatbenchNotice",
 ]
 
 
@@ -73,6 +76,12 @@ class OutOfRangeWarning(UserWarning):
     training range, layer kinds or graphs it never saw): the prediction is an extrapolation."""
 
 
+class WorkdirError(UserInputError):
+    """The folder latbench writes models into cannot take them (full disk, quota, read-only
+    ``$TMPDIR``): nothing a variant did wrong, so the sweep stops rather than record every
+    variant as failed."""
+
+
 class ExportError(LatbenchError):
     """The model could not be exported (ONNX or TFLite)."""
 
@@ -106,6 +115,16 @@ class RunnerOutputError(ValueError):
 
 class ConnectionDroppedError(ConnectionError):
     """The device closed the TCP connection (the ADB transport turns it into a DeviceError)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during long work, with a message saying what was kept and how to
+    go on (the command line prints it and exits with 130, as shells expect)."""
+
+
+class LatbenchNotice(UserWarning):
+    """Something the user should know that is not a problem, e.g. that this process waits
+    for another one that measures on the same phone (the command line prints ``note: ...``)."""
 
 
 _LAZY: dict[str, type] = {}

@@ -57,7 +57,12 @@ def config(model: str, **kw) -> SweepConfig:
 
 
 def expected_keys(cfg: SweepConfig) -> set[str]:
-    return {v.key for v in plan_sweep(cfg, lambda spec: resolve_model(spec, seed=cfg.seed))}
+    return {v.key for v in plan_sweep(cfg, resolver(cfg))}
+
+
+def resolver(cfg: SweepConfig):
+    """What the sweep resolves models with (file models are keyed by their content)."""
+    return lambda spec: resolve_model(spec, seed=cfg.seed, trust_file=cfg.trust_file)
 
 
 def stored(db: Path, device: str = "cpu") -> pd.DataFrame:
@@ -189,7 +194,7 @@ def test_an_export_failure_is_recorded_and_the_sweep_goes_on(
         f = store.failures()
     assert list(f["stage"]) == ["export"] and "aten::weird" in f["error"][0]
     assert f["device"][0] == "cpu" and f["source_model"][0] == model
-    assert f["content_hash"][0] == plan_sweep(cfg, lambda s: None)[1].key
+    assert f["content_hash"][0] == plan_sweep(cfg, resolver(cfg))[1].key
     # the failed variant is tried again on a rerun (export works now)
     monkeypatch.setattr(export_mod, "export_onnx", real)
     again = run_sweep(cfg, "cpu", db)
@@ -230,7 +235,7 @@ def test_a_model_that_cannot_be_exported_fails_alone(model: str, tmp_path: Path)
         f = store.failures()
     assert set(f["stage"]) == {"export"} and set(f["source_model"]) == {str(bad)}
     assert all("fft" in e for e in f["error"])
-    assert set(stored(db)["content_hash"]) == {v.key for v in plan_sweep(cfg, lambda s: None)
+    assert set(stored(db)["content_hash"]) == {v.key for v in plan_sweep(cfg, resolver(cfg))
                                                if v.model == model}
 
 
@@ -311,7 +316,7 @@ def test_store_variant_layers_and_layer_latency(model: str, tmp_path: Path, monk
                       warmup=1, repeats=3)
     db = tmp_path / "lat.db"
     run_sweep(cfg, "cpu", db)
-    original = plan_sweep(cfg, lambda s: None)[0]
+    original = plan_sweep(cfg, resolver(cfg))[0]
     want = layer_table(resolve_model(model), SHAPE)
     with Store(db) as store:
         got = store.variant_layers(original.key, SHAPE)
@@ -488,7 +493,7 @@ def test_each_model_and_its_eigendecompositions_are_released_before_the_next(tmp
         torch.save(net, paths[-1])
     cfg = SweepConfig(tuple(Target(p, SHAPE, ("tucker2", "svd"), (0.25, 0.5)) for p in paths),
                       threads=1, warmup=1, repeats=3, adaptive=False)
-    order = [Path(v.model).stem for v in plan_sweep(cfg, lambda spec: None)]
+    order = [Path(v.model).stem for v in plan_sweep(cfg, resolver(cfg))]
     seen: list[tuple[str, set[str], bool]] = []
     caches: dict[str, weakref.ref] = {}
 

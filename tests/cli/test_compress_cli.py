@@ -53,6 +53,11 @@ def test_writes_onnx_and_torch_module(capsys, tmp_path):
     (["compress", "resnet18", "--method", "svd", "--rank", "abc"], 2, "rank"),
     (["compress", "resnet18", "--method", "svd"], 2, "--rank"),
     (["compress", "resnet18", "--method", "svd", "--rank", "4", "--input", "1x3xbig"], 2, "input shape"),
+    # shapes that parse but the model does not run on: a missing dimension, wrong channels
+    (["compress", "resnet18", "--method", "svd", "--rank", "4", "--input", "3x224"], 2,
+     "does not run on input 3x224"),
+    (["compress", "resnet18", "--method", "svd", "--rank", "4", "--input", "1x1x64x64"], 2,
+     "does not run on input 1x1x64x64"),
 ])
 def test_bad_input_is_one_line_without_traceback(capsys, args, code, text):
     got, _, err = run(capsys, *args)
@@ -101,3 +106,11 @@ def test_a_model_whose_matched_layers_were_all_skipped_says_why(capsys, tmp_path
     assert code == 2
     assert "1 matched but svd left them as they were" in err and "transposed convolution" in err
     assert "Traceback" not in err
+
+
+def test_help_shows_the_extras_name_in_pip_install(capsys, monkeypatch):
+    # rich markup would eat "[tflite]" as a style tag and tell users to `pip install "latbench"`
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run(capsys, "compress", "--help")
+    assert code in (0, None)
+    assert 'pip install "latbench[tflite]"' in out

@@ -394,3 +394,23 @@ def test_root_rows_select_everything():
 
     t = layer_table(nn.Conv2d(2, 3, 1), (1, 2, 4, 4))
     assert t["name"].tolist() == [""] and rows_of(t, "").all()
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (1, 2, 8, 8), (1, 3, 8), (1, 3, 1, 1, 1)])
+def test_check_runs_names_a_shape_the_model_does_not_take(shape):
+    from latbench.data.features import check_runs
+    from latbench.exceptions import UserInputError
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(UserInputError, match=r"^net does not run on input .*; give the input shape"):
+        check_runs(net, shape, "net")
+
+
+def test_check_runs_passes_a_good_shape_and_leaves_modes_alone():
+    from latbench.data.features import check_runs
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net.train()
+    net[1].eval()
+    check_runs(net, (1, 3, 8, 8))
+    assert net.training and net[0].training and not net[1].training

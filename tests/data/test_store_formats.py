@@ -102,7 +102,7 @@ def test_schema_1_database_is_migrated_with_formats_from_the_runtime(tmp_path):
         s.add_layer_measurement(dev, table().iloc[0], meas("tflite", "tflite", 2.0, 1.0))
     _downgrade_to_schema_1(db)
     with Store(db) as s:
-        assert schema.read_version(s.connection) == schema.SCHEMA_VERSION == 2
+        assert schema.read_version(s.connection) == schema.SCHEMA_VERSION == 3  # 1 → 2 → 3 (claims)
         got = s.connection.execute("SELECT runtime, format, spec FROM measurements ORDER BY id"
                                    ).fetchall()
         assert [(r, f) for r, f, _ in got] == [("onnxruntime", "onnx"), ("tflite", "tflite"),

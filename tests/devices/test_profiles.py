@@ -215,3 +215,21 @@ def test_env_var_file_is_used_by_get_device(isolated: Path, monkeypatch: pytest.
     f = write(isolated / "env.toml", "[solo]\nkind = 'cpu'\nthreads = 1\n")
     monkeypatch.setenv(ENV_VAR, str(f))
     assert get_device("solo").threads == 1
+
+
+# ------------------------------------------------------------------ node (device farm)
+def test_node_names_the_host_of_any_kind_and_is_not_handed_to_the_device(
+        isolated: Path, fake_adb: list) -> None:
+    f = write(isolated / "d.toml", PIXEL + 'node = "10.0.0.2"\n[cpu]\nthreads = 1\nnode = "rack-a"\n')
+    profiles = load_profiles(f)
+    assert profiles["pixel"].node == "10.0.0.2" and profiles["cpu"].node == "rack-a"
+    assert load_profiles()["cpu"].node is None
+    get_device("pixel", f)
+    assert "node" not in fake_adb[0][1]  # the adb device checks its own keys: node is not one
+    assert isinstance(get_device("cpu", f), CpuDevice)
+
+
+def test_a_node_that_is_not_a_string_is_named(isolated: Path) -> None:
+    f = write(isolated / "d.toml", PIXEL + "node = 2\n")
+    with pytest.raises(UserInputError, match=r"\[pixel\] node must be a string, got 2"):
+        load_profiles(f)

@@ -122,3 +122,18 @@ def test_the_fidelity_check_without_a_front_point_within_the_budget_says_nothing
     doc, notes = fidelity_check(0.1, 1.0, FRONT, UNIFORM, None, budget_ms=4.0)
     assert doc["front_fidelity_at_budget"] is None and doc["uniform_fidelity"] is None
     assert not doc["worse_than_front"] and not doc["worse_than_uniform"] and notes == []
+
+
+def test_search_json_is_strict_json_when_a_figure_is_undefined(written, tmp_path):
+    # An undefined figure (NaN fidelity of a degenerate model) is null, not a bare NaN token
+    # that jq and JavaScript reject.
+    import dataclasses
+
+    res, _, _ = written
+    paths = write_search_outputs(dataclasses.replace(res, fidelity=float("nan")), tmp_path)
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    doc = json.loads(open(paths["json"]).read(), parse_constant=refuse)
+    assert doc["fidelity"] is None and doc["measured_ms"] == pytest.approx(res.measured_ms)

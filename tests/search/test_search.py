@@ -113,6 +113,14 @@ def test_bad_budgets_are_user_errors(digits):
             run(digits, MacDevice(), **kw)
 
 
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 3, 32, 32), (1, 1, 32)])
+def test_an_input_shape_the_model_does_not_run_on_is_a_user_error(digits, shape):
+    dev = MacDevice()
+    with pytest.raises(UserInputError, match="does not run on input .*--input"):
+        run(digits, dev, speedup=1.3, input_shape=shape)
+    assert dev.calls == 0  # refused before any measurement (not a failed export, exit 1)
+
+
 def test_device_failure_keeps_the_rounds_so_far(digits):
     big = orig_macs(digits)
     dev = MacDevice(overhead_ms=0.0, factor=lambda m: (big / max(m, 1)) ** 0.4, fail_after=2)

@@ -7,7 +7,6 @@ in ``bench`` because the check builds and exports a model, which ``devices`` may
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +149,11 @@ def check_device(name: str, *, devices_file: str | Path | None = None, warmup: i
     import torch
     from torch import nn
 
+    import tempfile
+
+    from latbench.concurrency import owned_tempdir
     from latbench.devices.registry import get_device
+    from latbench.exceptions import WorkdirError
 
     with get_device(name, devices_file) as dev:
         info = dev.info()
@@ -158,8 +161,18 @@ def check_device(name: str, *, devices_file: str | Path | None = None, warmup: i
             torch.manual_seed(0)
             model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-        with tempfile.TemporaryDirectory(prefix="latbench-check-") as tmp:
-            artifact = export_for(dev, model, CHECK_INPUT_SHAPE, Path(tmp) / "check")
+        # A folder named after this process: one a killed check leaves is removed later.
+        try:
+            folder = owned_tempdir("latbench-check-")
+            tmp = folder.__enter__()
+        except OSError as exc:
+            raise WorkdirError(f"cannot make a folder for the check model in "
+                               f"{tempfile.gettempdir()!r}: {exc.strerror or exc}; free space "
+                               "there or point TMPDIR at a writable folder") from None
+        try:
+            artifact = export_for(dev, model, CHECK_INPUT_SHAPE, tmp / "check")
             m = measure_artifact(dev, artifact, warmup=warmup, repeats=repeats,
                                  progress=progress)
+        finally:
+            folder.__exit__(None, None, None)
     return CheckResult(info, m)

@@ -33,15 +33,29 @@ class Variant:
     method: str  # "none" for the original, the method for uniform plans, "mixed" otherwise
     label: str
     seed: int = 0
+    #: :func:`~latbench.models.fingerprint.model_fingerprint` of the source model when it is
+    #: read from a file (whose path may hold another network tomorrow); ``None`` otherwise.
+    model_hash: str | None = None
 
     @property
     def key(self) -> str:
-        return variant_key(self.model, self.input_shape, self.plan, self.seed)
+        return variant_key(self.model, self.input_shape, self.plan, self.seed,
+                           model_hash=self.model_hash)
 
 
-def variant_key(model: str, input_shape: Sequence[int], plan: Plan | None, seed: int) -> str:
-    """Content key of a variant: same model spec, shape, plan and seed → same key."""
+def variant_key(model: str, input_shape: Sequence[int], plan: Plan | None, seed: int, *,
+                model_hash: str | None = None) -> str:
+    """Content key of a variant: same model, shape, plan and seed → same key.
+
+    A model read from a file is also keyed by ``model_hash`` (its structure and state,
+    :func:`~latbench.models.fingerprint.model_fingerprint`): overwriting ``model.pt`` with
+    another network gives its variants other keys, so a resumed sweep measures them rather
+    than taking them for stored. Built-in spellings (``resnet18``, ``nb201:...``) keep the
+    key of spelling and seed alone.
+    """
     doc = {"model": model, "input": list(input_shape), "plan": plan.hash if plan else None, "seed": seed}
+    if model_hash is not None:
+        doc["model_hash"] = model_hash
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -80,14 +94,16 @@ def parse_rank_range(text: str) -> tuple[float, ...]:
 
 
 def uniform_variants(model: str, input_shape: Sequence[int], methods: Sequence[str],
-                     ranks: Sequence[float], *, layers: str = "*", seed: int = 0) -> list[Variant]:
+                     ranks: Sequence[float], *, layers: str = "*", seed: int = 0,
+                     model_hash: str | None = None) -> list[Variant]:
     """The original plus each method at each uniform fractional rank."""
     shape = tuple(input_shape)
-    out = [Variant(model, shape, None, "none", "original", seed)]
+    out = [Variant(model, shape, None, "none", "original", seed, model_hash)]
     for m in methods:
         METHODS.get(m)
         for r in ranks:
-            out.append(Variant(model, shape, Plan.uniform(m, r, layers), m, f"{m}@{r:g}", seed))
+            out.append(Variant(model, shape, Plan.uniform(m, r, layers), m, f"{m}@{r:g}", seed,
+                               model_hash))
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -23,8 +22,13 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def print_json(obj: Any) -> None:
-    """Print one JSON object on stdout (no rich markup, so it stays machine-readable)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Print one JSON object on stdout (no rich markup, so it stays machine-readable).
+
+    Non-finite numbers (NaN, ±inf) are written as ``null``, so any JSON parser reads it.
+    """
+    from latbench.jsonio import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
     sys.stdout.flush()
 
 

@@ -32,7 +32,7 @@ def compress_cmd(
     input_shape: Optional[str] = typer.Option(None, "--input", help="Input shape, e.g. 1x3x224x224."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Write the variant here: .onnx (ONNX) or .tflite (TFLite, through "
-                            "litert-torch: pip install \"latbench[tflite]\")."),
+                            "litert-torch: pip install \"latbench\\[tflite]\")."),
     save: Optional[Path] = typer.Option(None, "--save", help="torch.save the compressed nn.Module here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and of randomised methods."),
     calibration: Optional[str] = typer.Option(

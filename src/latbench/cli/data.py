@@ -24,7 +24,7 @@ def summary(
 
     if not db.is_file():
         raise UserInputError(f"latency database {str(db)!r} does not exist")
-    with Store(db) as store:
+    with Store(db, read_only=True) as store:  # never changes the file (WAL mode included)
         df = store.summary()
         counts = store.counts()
     if as_json:

@@ -93,11 +93,11 @@ def search_cmd(
         partial = getattr(exc, "partial", None)
         if out is None or partial is None:
             raise
-        import json
+        from latbench.jsonio import dumps
 
         out.mkdir(parents=True, exist_ok=True)
         path = out / "search-partial.json"
-        path.write_text(json.dumps({"error": str(exc), **partial}, indent=2, default=str) + "\n")
+        path.write_text(dumps({"error": str(exc), **partial}) + "\n")
         raise DeviceError(f"{exc}; what is known was written to {path}") from None
     finally:
         if store is not None:

@@ -13,9 +13,20 @@ __all__ = ["register"]
 
 
 def sweep_cmd(
-    device: str = typer.Option("cpu", "--device", "-d",
-                               help="Device name (cpu, cuda, litert, or a devices.toml profile); "
-                                    "variants are exported in the format it runs."),
+    device: Optional[list[str]] = typer.Option(
+        None, "--device", "-d",
+        help="Device name (cpu, cuda, litert, or a devices.toml profile); variants are exported "
+             "in the format it runs. Repeat to sweep several devices at once on Ray (the farm "
+             "extra). Default: cpu."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1,
+        help="Compress and export in this many parallel workers (a Ray cluster started on this "
+             "machine with N CPUs; with --ray, at most N at once; the farm extra). Default 1 "
+             "when several devices are given."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADDRESS",
+        help="Join the Ray cluster at ADDRESS ('ray start --head' prints it) and drive each "
+             "device from the host its devices.toml 'node' names (the farm extra)."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Model to sweep; repeat for several."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods, e.g. tucker2,cp,svd."),
     ranks: Optional[str] = typer.Option(None, "--ranks", help="Fractional ranks: start:stop:step or a list."),
@@ -78,15 +89,27 @@ def sweep_cmd(
         tasks: dict[str, int] = {}
 
         def on_event(ev) -> None:
-            phase = ev.phase
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=ev.total, last="")
+            row = ev.phase if ev.device is None else f"{ev.device} {ev.phase}"  # a row per device
+            if row not in tasks:
+                tasks[row] = bar.add_task(row, total=ev.total, last="")
             last = f"{ev.label}: {ev.median_ms:.2f} ms" if ev.median_ms is not None else f"{ev.label}: {ev.status}"
-            bar.update(tasks[phase], completed=ev.done, last=last)
+            bar.update(tasks[row], completed=ev.done, last=last)
             if ev.status == "failed":
-                err_console.print(f"failed: {ev.label}: {ev.error}", markup=False)
+                where = "" if ev.device is None else f"{ev.device}: "
+                err_console.print(f"failed: {where}{ev.label}: {ev.error}", markup=False)
 
-        summary = run_sweep(cfg, device, db, devices_file=devices_file, progress=on_event)
+        devices = device or ["cpu"]
+        if len(devices) > 1 or workers is not None or ray_address is not None:
+            from latbench.farm import run_farm_sweep
+
+            farm = run_farm_sweep(cfg, devices, db, devices_file=devices_file, workers=workers,
+                                  address=ray_address, progress=on_event)
+        else:
+            summary = run_sweep(cfg, devices[0], db, devices_file=devices_file, progress=on_event)
+    if len(devices) > 1 or workers is not None or ray_address is not None:
+        _print_farm(farm, db, as_json)
+        return
+    device = devices[0]
     doc = {"device": device, "db": str(db), **summary.to_dict()}
     if as_json:
         print_json(doc)
@@ -100,6 +123,28 @@ def sweep_cmd(
               else "")
            if cfg.per_layer else "")
         + f" → {db}", soft_wrap=True, markup=False)
+
+
+def _print_farm(farm, db: Path, as_json: bool) -> None:
+    """Print a farm sweep's summary (a line per device, or one JSON object); a device lost
+    mid-sweep ends the command with exit code 3, after the summary."""
+    from latbench.exceptions import DeviceError
+
+    if as_json:
+        print_json({"db": str(db), **farm.to_dict()})
+    else:
+        for name, s in farm.devices.items():
+            line = (f"{name}: {s.measured} variants measured, {s.skipped} already stored, "
+                    f"{s.failed} failed")
+            if farm.not_measured.get(name):
+                line += f", {farm.not_measured[name]} not measured"
+            console.print(line + f" → {db}", soft_wrap=True, markup=False)
+    if farm.lost:
+        lost = "; ".join(f"{name}: {why} ({farm.not_measured.get(name, 0)} of {farm.variants} "
+                         "variants not measured)" for name, why in farm.lost.items())
+        raise DeviceError(f"{len(farm.lost)} of {len(farm.devices)} devices lost — {lost}; the "
+                          "other devices' rows are complete; rerun the same command to measure "
+                          "what was not")
 
 
 def register(app: typer.Typer) -> None:

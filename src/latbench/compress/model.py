@@ -212,9 +212,10 @@ def compress_model(
         For an unknown method, a bad rank, an exact layer name that matches no layer, an
         exact layer name the method cannot decompose, a model on the ``meta`` device
         (it has no weights to decompose), ``ron`` without calibration data or beside other
-        rules, or calibration data that do not fit the model.
+        rules, calibration data that do not fit the model, or an input shape the model
+        does not run on.
     """
-    from latbench.data.features import layer_table, model_dtype_device
+    from latbench.data.features import check_runs, layer_table, model_dtype_device
 
     if RON in plan.methods:
         return _compress_ron(model, plan, input_shape, calibration)
@@ -236,6 +237,7 @@ def compress_model(
         raise UserInputError(f"plan names layer {missing[0]!r}, which the model does not have"
                              f"{suggest(missing[0], names)}")
     shape = tuple(int(s) for s in input_shape)
+    check_runs(original, shape, f"model {type(original).__name__}")
     table_before = layer_table(original, shape)
 
     decomps: dict[str, Decomposition] = {}

@@ -110,7 +110,7 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
     if not p.is_file():
         raise UserInputError(f"latency database {str(p)!r} does not exist; create it with "
                              "`bench data import-nb201` or a sweep")
-    with Store(p) as store:
+    with Store(p, read_only=True) as store:
         conn = store.connection
         where, args = "", ()
         if device is not None:

@@ -35,7 +35,7 @@ def flat_table(db_path: str | Path) -> pd.DataFrame:
     p = Path(db_path)
     if not p.is_file():
         raise UserInputError(f"latency database {str(p)!r} does not exist")
-    with Store(p) as store:
+    with Store(p, read_only=True) as store:
         df = pd.read_sql(
             "SELECT m.id AS measurement_id, d.name AS device, d.kind AS device_kind, m.variant_id, "
             "v.content_hash, v.source_model, v.method, v.input_shape, COALESCE(v.plan, '') AS plan, "

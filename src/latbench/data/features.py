@@ -76,6 +76,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from latbench.exceptions import UserInputError
+
 __all__ = [
     "FEATURE_SCHEMA_VERSION",
     "LAYER_COLUMNS",
@@ -91,6 +93,7 @@ __all__ = [
     "model_dtype_device",
     "TORCH_GRAPH",
     "LEGACY_DEFAULTS",
+    "check_runs",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
@@ -507,6 +510,37 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     for t in (*model.parameters(), *model.buffers()):
         return torch.float32, t.device
     return torch.float32, torch.device("cpu")
+
+
+def check_runs(model: nn.Module, input_shape: Sequence[int], name: str = "the model") -> None:
+    """Run ``model`` once on a zero input of ``input_shape`` (no grad, eval mode, restored).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model; it is not changed.
+    input_shape : sequence of int
+        Full input shape including the batch, e.g. ``(1, 3, 224, 224)``.
+    name : str
+        How the error names the model (the user's MODEL spelling).
+
+    Raises
+    ------
+    UserInputError
+        If the forward pass fails (torch raises ``RuntimeError``/``ValueError``/... for an
+        input of the wrong rank, channels or size): one line with torch's first line and
+        the hint to pass ``--input``.
+    """
+    dtype, device = model_dtype_device(model)
+    shape = tuple(int(s) for s in input_shape)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(shape, dtype=dtype, device=device))
+    except Exception as exc:  # the forward of a user's model may raise anything on a bad shape
+        text = "x".join(str(s) for s in shape)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{name} does not run on input {text} ({first}); give the input "
+                             "shape it takes with --input") from None
 
 
 def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:

@@ -27,9 +27,16 @@ Tables
     a whole model's per-operator profile (``source`` ``op_profile:...``), with its layer
     features as JSON and the artifact format: the data of a lookup-table predictor.
 
+``claims``
+    What a process is measuring right now (one row per item: a variant or a layer on one
+    device, runtime and format), so that concurrent sweeps on one database split the work
+    (:meth:`latbench.data.store.Store.claim`). Rows live only while their owner works.
+
 Versions: 1 → 2 added ``format`` to ``measurements`` and ``layer_measurements`` (filled from
 the runtime: ``tflite``/``litert`` runtimes ran ``.tflite`` files, ``imported`` none, the rest
-``.onnx``) and to the resume and lookup indexes.
+``.onnx``) and to the resume and lookup indexes. 2 → 3 added the ``claims`` table
+(:func:`_v3_add_claims`); no existing row changes, so readers of schema 2 read a
+schema 3 store, and a read-only open accepts both (:data:`MIN_READABLE_VERSION`).
 """
 
 from __future__ import annotations
@@ -39,11 +46,15 @@ from collections.abc import Callable
 
 from latbench.exceptions import StoreError
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA_SQL", "MIGRATIONS", "TFLITE_RUNTIMES", "ensure_schema",
-           "read_version"]
+__all__ = ["SCHEMA_VERSION", "MIN_READABLE_VERSION", "SCHEMA_SQL", "MIGRATIONS",
+           "TFLITE_RUNTIMES", "ensure_schema", "read_version"]
 
 #: The schema this latbench writes. Bump it and add a migration when a table changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: The oldest schema a read-only open reads as it is (it cannot migrate): schema 3 only
+#: added the ``claims`` table, which no reader needs.
+MIN_READABLE_VERSION = 2
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS schema_info (
@@ -151,6 +162,13 @@ CREATE TABLE IF NOT EXISTS layer_measurements (
 );
 CREATE INDEX IF NOT EXISTS layer_measurements_lookup
     ON layer_measurements(device_id, layer_key, runtime, runtime_version, threads, format);
+CREATE TABLE IF NOT EXISTS claims (
+    item       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    note       TEXT NOT NULL DEFAULT '',
+    claimed_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 #: Runtimes that run ``.tflite`` files (the v1 → v2 migration fills ``format`` from them).
@@ -176,8 +194,15 @@ def _add_format(conn: sqlite3.Connection) -> None:
                  "layer_key, runtime, runtime_version, threads, format)")
 
 
+def _v3_add_claims(conn: sqlite3.Connection) -> None:
+    """Schema 2 → 3: the ``claims`` table (what a process is measuring right now)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS claims (item TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                 "note TEXT NOT NULL DEFAULT '', claimed_at REAL NOT NULL, "
+                 "expires_at REAL NOT NULL)")
+
+
 #: ``MIGRATIONS[n]`` upgrades a database from schema ``n`` to ``n + 1`` (runs inside a transaction).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_format}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_format, 2: _v3_add_claims}
 
 
 def read_version(conn: sqlite3.Connection) -> int | None:

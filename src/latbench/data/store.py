@@ -17,12 +17,24 @@ Group many writes into one transaction (much faster, still all-or-nothing) with
 
 Layer tables are stored once per distinct content (NAS-Bench-201 variants share few tables)
 in a compact column format (:func:`encode_layer_table`).
+
+Concurrent measuring processes split the work through **claims**: before measuring an item
+(a variant, or a layer timed alone, on one device, runtime and format) a process claims it
+(:meth:`Store.claim`); another process skips what is claimed by a live owner, and takes
+over the claim of a dead one (killed with ``kill -9``: its pid is gone, or another host's
+lease ran out). See :meth:`Store.claim`, :meth:`Store.release`, :meth:`Store.claims`.
+
+Readers that only look (``bench data summary``, ``export``, ``predictor evaluate``,
+``report``) open the store with ``read_only=True``: SQLite's ``mode=ro`` (``immutable`` in a
+folder this user cannot write), never changing the file, so a store in a read-only folder or
+another user's store can be read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import struct
 import time
@@ -35,9 +47,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latbench.concurrency import ProcessId, is_alive, this_process
 from latbench.measure.measurement import Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
-from latbench.data.schema import ensure_schema
+from latbench.data.schema import MIN_READABLE_VERSION, SCHEMA_VERSION, ensure_schema, read_version
 from latbench.exceptions import StoreError, UserInputError
 
 # latbench.data.features (and so torch) is imported inside the methods that need it: reading
@@ -52,12 +65,46 @@ __all__ = [
     "decode_layer_table",
     "IMPORTED_RUNTIME",
     "default_content_hash",
+    "variant_claim",
+    "layer_claim",
+    "CLAIM_LEASE_S",
 ]
 
 #: ``runtime`` of measurements imported from published data (no runtime of ours ran them).
 IMPORTED_RUNTIME = "imported"
 
 _CODEC_VERSION = 1
+
+#: How long a claim holds without renewal, in seconds. A claim of a process of this host
+#: holds while that process runs, whatever its lease; the lease is what judges owners that
+#: cannot be checked from here (another host, or a driver's named workers).
+CLAIM_LEASE_S = 3600.0
+
+
+def variant_claim(content_hash: str, input_shape: Sequence[int] | str, device: str,
+                  runtime: str, runtime_version: str, threads: int, format: str) -> str:
+    """The claim item of measuring a variant on a device with one runtime, threads and
+    artifact format (what :meth:`Store.has_measurement` asks about)."""
+    return json.dumps(["variant", content_hash, shape_str(input_shape), device, runtime,
+                       runtime_version, int(threads), format], separators=(",", ":"))
+
+
+def layer_claim(layer_key: str, device: str, runtime: str, runtime_version: str, threads: int,
+                format: str) -> str:
+    """The claim item of timing one layer configuration alone (what
+    :meth:`Store.has_layer_measurement` asks about)."""
+    return json.dumps(["layer", layer_key, device, runtime, runtime_version, int(threads),
+                       format], separators=(",", ":"))
+
+
+def _claim_live(owner: str, expires_at: float, now: float) -> bool:
+    """Whether a claim still holds: its owner process runs (this host), or its lease has not
+    run out (another host, or an owner that is not a process id)."""
+    proc = ProcessId.parse(owner)
+    alive = is_alive(proc) if proc is not None else None
+    if alive is not None:
+        return alive
+    return now < expires_at
 
 
 def shape_str(shape: Sequence[int] | str) -> str:
@@ -238,6 +285,10 @@ def _plan_json(plan: Any) -> str | None:
     raise UserInputError(f"cannot store a plan of type {type(plan).__name__}; pass a Plan or a dict")
 
 
+class _OldSchema(Exception):
+    """A read-only open met a schema it cannot read without migrating."""
+
+
 # --------------------------------------------------------------------------- the store
 class Store:
     """A latency database at ``path`` (created with the current schema if missing).
@@ -248,9 +299,17 @@ class Store:
         The SQLite file. Its parent directory must exist.
     timeout_s : float
         How long a write waits for another process's lock before failing, in seconds.
+    read_only : bool
+        Open an existing store for reading only (SQLite ``mode=ro``, or ``immutable=1``
+        where a WAL store's folder cannot be written): nothing in the file changes, not even
+        its journal mode, so stores in read-only folders and foreign files are safe to point
+        at. A store of schema 1 is migrated first when this user can write it (as a
+        writable open would), else refused. Every write raises :class:`StoreError`.
 
     Raises
     ------
+    UserInputError
+        If the folder does not exist (or, read-only, the file does not).
     StoreError
         If the file is not a latbench store, was written by a newer latbench, or cannot be
         opened.
@@ -260,16 +319,34 @@ class Store:
     One ``Store`` belongs to one thread; open another ``Store`` per process or thread.
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 60.0,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = bool(read_only)
+        self._depth = 0
         if not self.path.parent.exists():
             raise UserInputError(f"the directory of database {str(self.path)!r} does not exist; "
                                  "create it or give another --db path")
+        if self.read_only:
+            try:
+                self._conn = self._open_read_only(timeout_s)
+            except _OldSchema as old:
+                if not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)):
+                    raise StoreError(str(old)) from None
+                Store(self.path, timeout_s=timeout_s).close()  # migrate once, as before
+                self._conn = self._open_read_only(timeout_s)
+            return
         try:
             # Autocommit mode: we issue BEGIN IMMEDIATE ourselves so a writer takes the write
             # lock up front (a deferred read→write upgrade fails at once under WAL).
             self._conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}"
+                             f"{self._folder_hint()}") from None
+        try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            # Refuse a foreign file before anything changes it (WAL mode is stored in the file).
+            read_version(self._conn)
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot switch {str(self.path)!r} to WAL mode (got {mode!r})")
@@ -278,9 +355,64 @@ class Store:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             ensure_schema(self._conn)
+        except StoreError as exc:
+            self._conn.close()
+            raise StoreError(f"{str(self.path)!r}: {exc}") from None
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}") from None
-        self._depth = 0
+            self._conn.close()
+            raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}"
+                             f"{self._folder_hint()}") from None
+
+    def _folder_hint(self) -> str:
+        folder = self.path.parent
+        if not os.access(folder, os.W_OK) or (self.path.exists()
+                                              and not os.access(self.path, os.W_OK)):
+            return (" (this user cannot write it or its folder; commands that only read the "
+                    "store open it read-only, a sweep needs a writable --db)")
+        return ""
+
+    def _open_read_only(self, timeout_s: float) -> sqlite3.Connection:
+        """Open without writing anything: ``mode=ro``; where SQLite cannot set up WAL
+        reading (a WAL store in a folder this user cannot write), ``immutable=1``."""
+        if not self.path.is_file():
+            raise UserInputError(f"latency database {str(self.path)!r} does not exist")
+        uri = self.path.resolve().as_uri()
+        last: sqlite3.DatabaseError | None = None
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=timeout_s,
+                                       isolation_level=None)
+            except sqlite3.DatabaseError as exc:
+                last = exc
+                continue
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+                version = read_version(conn)
+            except sqlite3.OperationalError as exc:  # e.g. no -shm and a read-only folder
+                conn.close()
+                last = exc
+                continue
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise StoreError(f"cannot read latency database {str(self.path)!r}: {exc}"
+                                 ) from None
+            except StoreError as exc:
+                conn.close()
+                raise StoreError(f"{str(self.path)!r}: {exc}") from None
+            if version is None:
+                conn.close()
+                raise StoreError(f"{str(self.path)!r} is an empty database, not a latbench store")
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(f"{str(self.path)!r} was written by a newer latbench (schema "
+                                 f"{version} > {SCHEMA_VERSION}): upgrade latbench")
+            if version < MIN_READABLE_VERSION:
+                conn.close()
+                raise _OldSchema(f"{str(self.path)!r} has the old store schema {version}; open "
+                                 "it once where it can be written (e.g. run `bench data summary` "
+                                 "on a copy in a writable folder) to migrate it")
+            return conn
+        raise StoreError(f"cannot open latency database {str(self.path)!r} read-only: {last}")
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -303,13 +435,19 @@ class Store:
         """Group writes into one transaction: committed on exit, rolled back on an error.
 
         Nested uses join the outer transaction. Every ``add_*`` method opens its own
-        transaction when called outside this block.
+        transaction when called outside this block. SQLite errors inside the block (a full
+        disk, a file that became read-only) roll it back and become a :class:`StoreError`
+        saying so: what earlier transactions committed stays.
 
         Raises
         ------
         StoreError
-            If the database stays locked by another writer longer than ``timeout_s``.
+            If the database stays locked by another writer longer than ``timeout_s``, the
+            disk is full, the store was opened read-only, or SQLite cannot write it.
         """
+        if self.read_only:
+            raise StoreError(f"{str(self.path)!r} was opened read-only; open it without "
+                             "read_only=True to write")
         if self._depth:
             self._depth += 1
             try:
@@ -319,22 +457,46 @@ class Store:
             return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot write {str(self.path)!r}: {exc}; another process holds it "
-                             "too long") from None
+        except sqlite3.DatabaseError as exc:
+            raise self._write_error(exc) from None
         self._depth = 1
         try:
             yield
+        except sqlite3.DatabaseError as exc:
+            self._depth = 0
+            self._rollback()
+            raise self._write_error(exc) from None
         except BaseException:
             self._depth = 0
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
         self._depth = 0
         try:
             self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            self._rollback()
+            raise self._write_error(exc) from None
+
+    def _rollback(self) -> None:
+        try:
             self._conn.execute("ROLLBACK")
-            raise StoreError(f"cannot commit to {str(self.path)!r}: {exc}") from None
+        except sqlite3.DatabaseError:  # SQLite may have rolled back itself (SQLITE_FULL)
+            pass
+
+    def _write_error(self, exc: sqlite3.DatabaseError) -> StoreError:
+        text = str(exc)
+        where = str(self.path)
+        kept = "this write was rolled back; everything stored before it is kept"
+        if "full" in text.lower():
+            return StoreError(f"cannot write {where!r}: the disk is full ({text}); {kept} — "
+                              "free space (or give another --db) and rerun")
+        if "locked" in text.lower() or "busy" in text.lower():
+            return StoreError(f"cannot write {where!r}: {text}; another process holds it too "
+                              "long")
+        if "readonly" in text.lower() or "read-only" in text.lower():
+            return StoreError(f"cannot write {where!r}: it is read-only for this user ({text}); "
+                              f"{kept}")
+        return StoreError(f"cannot write {where!r}: {text}; {kept}")
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         row = self._conn.execute(sql, args).fetchone()
@@ -611,6 +773,132 @@ class Store:
             "COALESCE(f.plan, v.plan) AS plan, f.stage, f.error, f.timestamp FROM failures f "
             "LEFT JOIN devices d ON d.id=f.device_id LEFT JOIN variants v ON v.id=f.variant_id "
             "ORDER BY f.id", self._conn)
+
+    def failed_since(self, content_hash: str, device_name: str, since: float) -> str | None:
+        """The error of the newest failure of variant ``content_hash`` on ``device_name``
+        logged at or after ``since`` (seconds since the epoch), or ``None``."""
+        return self._one(
+            "SELECT f.stage || ': ' || f.error FROM failures f JOIN devices d ON d.id=f.device_id "
+            "WHERE f.content_hash=? AND d.name=? AND f.timestamp>=? ORDER BY f.id DESC LIMIT 1",
+            (content_hash, device_name, float(since)))
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, item: str, *, owner: str | None = None, lease_s: float = CLAIM_LEASE_S,
+              note: str = "") -> bool:
+        """Claim ``item`` for ``owner`` before measuring it; ``False`` if someone else holds it.
+
+        A claim holds while its owner works: an owner that is a process of this host
+        (``host:pid:start``, the default owner) holds it while that process runs, whatever
+        the lease; any other owner (a process of another host, or a name a driver gives its
+        workers, e.g. ``"ray:worker-3"``) holds it until the lease runs out. A claim that no
+        longer holds (a ``kill -9``-ed process, a lapsed lease) is taken over. Claiming what
+        the owner already holds renews it.
+
+        The check and the take-over are one ``BEGIN IMMEDIATE`` transaction, so of several
+        processes claiming one item at once exactly one gets it. A single-writer driver
+        (e.g. a device farm handing items to remote workers) calls this with each worker's
+        name as ``owner``, :meth:`renew` while the worker runs and :meth:`release` when its
+        result is stored.
+
+        Parameters
+        ----------
+        item : str
+            What is claimed: :func:`variant_claim` or :func:`layer_claim`, or any string a
+            driver chooses.
+        owner : str, optional
+            Who claims; this process (:func:`latbench.concurrency.this_process`) by default.
+        lease_s : float
+            Seconds the claim holds without :meth:`renew` for owners whose liveness cannot
+            be checked from here.
+        note : str
+            What it is, for people reading :meth:`claims` (e.g. ``"resnet18 svd@0.5"``).
+
+        Returns
+        -------
+        bool
+            Whether ``owner`` holds the claim now.
+
+        Raises
+        ------
+        UserInputError
+            If ``lease_s`` is not a positive finite number.
+        StoreError
+            If the store cannot be written.
+        """
+        if not (isinstance(lease_s, (int, float)) and np.isfinite(lease_s) and lease_s > 0):
+            raise UserInputError(f"lease_s must be a positive number of seconds, got {lease_s!r}")
+        who = owner if owner is not None else str(this_process())
+        now = time.time()
+        with self.transaction():
+            row = self._conn.execute("SELECT owner, expires_at FROM claims WHERE item=?",
+                                     (item,)).fetchone()
+            if row is not None and row[0] != who and _claim_live(row[0], row[1], now):
+                return False
+            self._conn.execute(
+                "INSERT OR REPLACE INTO claims(item, owner, note, claimed_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)", (item, who, note, now, now + float(lease_s)))
+            return True
+
+    def renew(self, item: str, *, owner: str | None = None,
+              lease_s: float = CLAIM_LEASE_S) -> bool:
+        """Extend ``owner``'s claim of ``item`` to ``lease_s`` from now; ``False`` if
+        ``owner`` does not hold it (it was released or taken over).
+
+        Raises
+        ------
+        StoreError
+            If the store cannot be written.
+        """
+        who = owner if owner is not None else str(this_process())
+        with self.transaction():
+            cur = self._conn.execute("UPDATE claims SET expires_at=? WHERE item=? AND owner=?",
+                                     (time.time() + float(lease_s), item, who))
+            return cur.rowcount > 0
+
+    def release(self, item: str | None = None, *, owner: str | None = None) -> int:
+        """Drop ``owner``'s claim of ``item`` (every claim of ``owner`` when ``item`` is
+        ``None``); return how many were dropped. Claims of others are left alone.
+
+        Raises
+        ------
+        StoreError
+            If the store cannot be written.
+        """
+        who = owner if owner is not None else str(this_process())
+        with self.transaction():
+            if item is None:
+                cur = self._conn.execute("DELETE FROM claims WHERE owner=?", (who,))
+            else:
+                cur = self._conn.execute("DELETE FROM claims WHERE item=? AND owner=?",
+                                         (item, who))
+            return int(cur.rowcount)
+
+    def claims(self, *, live_only: bool = False) -> pd.DataFrame:
+        """What is claimed: ``item, owner, note, claimed_at, expires_at, live`` (``live``:
+        whether the claim still holds, see :meth:`claim`), oldest first.
+
+        A store written before claims existed (schema 2, opened read-only) has none.
+        """
+        cols = ["item", "owner", "note", "claimed_at", "expires_at"]
+        try:
+            df = pd.read_sql("SELECT item, owner, note, claimed_at, expires_at FROM claims "
+                             "ORDER BY claimed_at, item", self._conn)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError):
+            df = pd.DataFrame(columns=cols)
+        now = time.time()
+        df["live"] = [bool(_claim_live(o, e, now)) for o, e in zip(df["owner"], df["expires_at"])]
+        return df[df["live"]].reset_index(drop=True) if live_only else df
+
+    def claim_holder(self, item: str) -> str | None:
+        """The owner whose claim of ``item`` still holds, or ``None``."""
+        try:
+            row = self._conn.execute("SELECT owner, expires_at FROM claims WHERE item=?",
+                                     (item,)).fetchone()
+        except sqlite3.DatabaseError:  # schema 2 read-only: no claims table
+            return None
+        if row is None or not _claim_live(row[0], row[1], time.time()):
+            return None
+        return str(row[0])
 
     # ------------------------------------------------------------------ per-layer measurements
     def add_layer_measurement(self, device_id: int, layer: Mapping[str, Any] | pd.Series,

@@ -12,6 +12,10 @@ A profile names a device and says how to reach and run it::
     [cpu]            # overrides the built-in cpu device's options
     threads = 1
 
+Every profile may also say ``description = "..."`` and ``node = "..."``: the Ray node a
+device farm drives the device from (the host it is plugged into; see
+:mod:`latbench.farm`), as a node id, an IP address or a custom resource name.
+
 The file is looked up, first match wins, in: the ``--devices FILE`` option, the
 ``LATBENCH_DEVICES`` environment variable, ``./devices.toml``, and
 ``$XDG_CONFIG_HOME/latbench/devices.toml`` (``~/.config/latbench/devices.toml`` when
@@ -36,6 +40,7 @@ __all__ = [
     "BUILTIN_PROFILES",
     "KIND_OPTIONS",
     "ENV_VAR",
+    "PLACEMENT_OPTIONS",
     "find_devices_file",
     "default_locations",
     "load_profiles",
@@ -46,7 +51,11 @@ __all__ = [
 ENV_VAR = "LATBENCH_DEVICES"
 
 #: Keys every profile may have.
-COMMON_OPTIONS: dict[str, type] = {"kind": str, "description": str}
+COMMON_OPTIONS: dict[str, type] = {"kind": str, "description": str, "node": str}
+
+#: Keys of a profile that say where and what the device is, not how to run it: they are not
+#: handed to the device class.
+PLACEMENT_OPTIONS = ("node",)
 
 #: Options each kind accepts, with their types; ``None`` means the device class checks them
 #: itself (the ``adb`` device owns its transport and runner options).
@@ -87,6 +96,16 @@ class Profile:
     def where(self) -> str:
         """``the file path`` or ``built-in``, for messages."""
         return str(self.source) if self.source is not None else "built-in"
+
+    @property
+    def node(self) -> str | None:
+        """The Ray node the device is driven from (``node = ...``), or ``None``."""
+        return self.options.get("node")
+
+    @property
+    def device_options(self) -> dict[str, Any]:
+        """The options handed to the device class (the table without ``node``)."""
+        return {k: v for k, v in self.options.items() if k not in PLACEMENT_OPTIONS}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "source": self.where,
@@ -175,8 +194,9 @@ def parse_profiles(data: Mapping[str, Any], source: Path | None = None) -> dict[
                                  f"{suggest(kind, list(KIND_OPTIONS))}; choose one of: "
                                  f"{', '.join(KIND_OPTIONS)}")
         allowed = KIND_OPTIONS[kind]
-        if "description" in table:
-            _check_type(where, name, "description", table["description"], str)
+        for key in ("description", *PLACEMENT_OPTIONS):
+            if key in table:
+                _check_type(where, name, key, table[key], str)
         if allowed is not None:
             known = {**COMMON_OPTIONS, **allowed}
             for key, value in table.items():

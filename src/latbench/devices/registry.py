@@ -16,7 +16,7 @@ from latbench.devices.profiles import Profile, load_profiles
 from latbench.exceptions import DeviceError, UserInputError
 from latbench.registry import suggest
 
-__all__ = ["get_device", "list_devices", "make_device", "DeviceListing"]
+__all__ = ["get_device", "find_profile", "list_devices", "make_device", "DeviceListing"]
 
 Factory = Callable[[str, Mapping[str, Any]], Device]
 
@@ -64,7 +64,7 @@ def make_device(profile: Profile) -> Device:
         raise UserInputError(f"{profile.where}: [{profile.name}] kind {profile.kind!r} is unknown"
                              f"; choose one of: {', '.join(_FACTORIES)}") from None
     try:
-        return factory(profile.name, profile.options)
+        return factory(profile.name, profile.device_options)
     except UserInputError as exc:
         msg = str(exc)
         if profile.source is not None and str(profile.source) not in msg:
@@ -92,12 +92,24 @@ def get_device(name: str, devices_file: str | Path | None = None) -> Device:
     DeviceError
         If the device's kind cannot be used in this installation.
     """
+    return make_device(find_profile(name, devices_file))
+
+
+def find_profile(name: str, devices_file: str | Path | None = None) -> Profile:
+    """The profile of the device named ``name`` (see :func:`get_device`).
+
+    Raises
+    ------
+    UserInputError
+        If the name is unknown (the message suggests close names and lists all) or the
+        devices file is invalid.
+    """
     profiles = load_profiles(devices_file)
     if name not in profiles:
         names = sorted(profiles)
         raise UserInputError(f"unknown device {name!r}{suggest(name, names)}; known devices: "
                              f"{', '.join(names)} (add more in devices.toml, see 'bench devices list')")
-    return make_device(profiles[name])
+    return profiles[name]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +225,7 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path,
     """
     input_shape = tuple(input_shape) if input_shape is not None else result.input_shape
     from latbench.compress.export import export_onnx
+    from latbench.jsonio import dumps
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +240,7 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path,
     doc = result.to_dict()
     doc["front"] = result.front
     doc["uniform"] = [{k: v for k, v in u.items() if k != "choices"} for u in result.uniform]
-    paths["json"].write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    paths["json"].write_text(dumps(doc) + "\n")  # NaN → null: every JSON parser reads it
     paths["markdown"].write_text(_markdown(result))
     _pareto_png(result, paths["plot"])
     paths["html"].write_text(_html(result, paths["plot"].read_bytes()))

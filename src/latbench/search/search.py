@@ -190,7 +190,7 @@ class Searcher:
     Raises
     ------
     UserInputError
-        An unknown method, model or device.
+        An unknown method, model or device, or an input shape the model does not run on.
     PredictorError
         A predictor made for another device or feature schema.
 
@@ -236,6 +236,9 @@ class Searcher:
         self.shape = tuple(int(s) for s in input_shape) if input_shape else (
             default_input_shape(model) if isinstance(model, str) else (1, 3, 224, 224))
         self.net = copy.deepcopy(resolve_model(model, seed=seed, trust_file=trust_file)).eval()
+        from latbench.data.features import check_runs
+
+        check_runs(self.net, self.shape, f"model {self.name!r}")  # a wrong --input: exit 2, not a failed export
         if isinstance(device, str):
             from latbench.devices.registry import get_device
 

@@ -20,6 +20,13 @@ from latbench.artifact import Artifact  # noqa: E402
 
 FIXTURES = HERE / "fixtures"
 
+
+@pytest.fixture(autouse=True)
+def _private_device_locks(tmp_path_factory: pytest.TempPathFactory,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device locks (``$XDG_CACHE_HOME/latbench/locks``) of the tests stay in their tmp."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """A 1×3×16×16 → Conv(8, 3×3) → Relu model, and a ``.tflite`` twin beside it.

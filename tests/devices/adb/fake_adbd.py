@@ -22,6 +22,7 @@ import glob
 import hashlib
 import os
 import posixpath
+import re
 import select
 import shlex
 import socket
@@ -90,6 +91,8 @@ class Sandbox:
         self.max_command_s = max_command_s
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        #: Every executed file: (start, end) on the monotonic clock, and its command line.
+        self.execs: list[tuple[float, float, str]] = []
 
     # -- paths ------------------------------------------------------------------------
     def host(self, remote: str) -> Path:
@@ -164,9 +167,12 @@ class Sandbox:
                         return f"rm: {a}: No such file or directory\n", 1
                 return "", 0
             if cmd == "ls":
-                for a in args:
-                    self._existing(a)
-                return "\n".join(args) + "\n", 0
+                out = []
+                for a in (a for a in args if not a.startswith("-")):
+                    p = self._existing(a)
+                    # a folder lists its entries one a line, as toybox ls does into a pipe
+                    out.extend(sorted(os.listdir(p)) if p.is_dir() else [a])
+                return "".join(f"{x}\n" for x in out), 0
             if cmd == "cat":
                 return "".join(self._existing(a).read_text() for a in args), 0
             if cmd == "sha256sum":
@@ -219,10 +225,12 @@ class Sandbox:
         return "".join(out), 0 if found else 1
 
     def _pkill(self, pattern: str) -> tuple[str, int]:
+        # pkill -f: an extended regex searched in the whole command line
         killed = 0
         with self._lock:
             for proc in self._procs:
-                if proc.poll() is None and any(pattern in str(a) for a in proc.args):
+                line = " ".join(str(a) for a in proc.args)
+                if proc.poll() is None and re.search(pattern, line):
                     proc.kill()
                     killed += 1
         return "", 0 if killed else 1
@@ -236,6 +244,7 @@ class Sandbox:
             return f"/system/bin/sh: {path}: can't execute: Permission denied\n", 126
         env = {"PATH": os.environ.get("PATH", ""), "FAKE_ADB_ROOT": str(self.root),
                "FAKE_ADB_ARGV0": path, **self.runner_env}
+        started = time.monotonic()
         proc = subprocess.Popen([sys.executable, str(p), *args], cwd=self.root, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with self._lock:
@@ -254,6 +263,7 @@ class Sandbox:
         finally:
             with self._lock:
                 self._procs.remove(proc)
+                self.execs.append((started, time.monotonic(), " ".join([path, *args])))
         rc = proc.returncode
         # A process killed by signal N exits with 128 + N in sh.
         return out.decode(errors="replace"), (128 - rc if rc < 0 else rc)

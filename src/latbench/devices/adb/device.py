@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,15 @@ PROFILE_OPTIONS: dict[str, tuple[type, ...]] = {
     "threads": (int,), "cpus": (str, int), "remote_dir": (str,), "runs_per_call": (int,),
     "timeout_s": _NUMBER, "io_timeout_s": _NUMBER, "auth_timeout_s": _NUMBER,
     "cooldown_temp_c": _NUMBER, "cooldown_timeout_s": _NUMBER, "cooldown_poll_s": _NUMBER,
-    "throttle_temp_c": _NUMBER,
+    "throttle_temp_c": _NUMBER, "keep_models": (bool,),
 }
+
+#: Profile keys whose value is a boolean (TOML ``true``/``false``).
+_BOOL_OPTIONS = frozenset({"keep_models"})
+
+#: A name latbench gives a model it pushes: ``model-<16 hex of sha256>[-<owner token>]``.
+_MODEL_NAME = re.compile(r"^model-[0-9a-f]{16}(-lb[0-9a-f]{8}p\d+s\d+)?\.(onnx|tflite)(\..*)?$")
+
 
 DEFAULT_REMOTE_DIR = "/data/local/tmp/latbench"
 
@@ -103,6 +112,22 @@ class AdbDevice(Device):
         ``benchmark_model`` runs per call (1-3), see :mod:`latbench.devices.adb.runners`.
     runtime_version : str, optional
         The runner's version, when known; otherwise its name and sha256 stand in.
+    keep_models : bool
+        Keep pushed models on the device under content names (``model-<sha>.onnx``) for
+        later runs (and other processes) to reuse. By default each model is pushed under a
+        name of this process, kept while it is measured again (a sweep's operator profile)
+        and removed when another model is measured and when the device is released (the
+        end of a ``with`` block): a sweep leaves no models behind.
+
+    Notes
+    -----
+    Concurrent use. Every run writes its own remote files (names carry this process's
+    identity, :func:`latbench.concurrency.owner_token`, and a run number), and runs on one
+    physical device (its ``ro.serialno``, else its address) are serialised across the
+    latbench processes of this host (:func:`latbench.concurrency.device_lock`): a second
+    process waits, saying so in a ``note:``, since two runners on one phone disturb each
+    other's timings. Files that killed processes of this host left in ``remote_dir`` are
+    removed on the next run; the pushed runner is kept (a cache by content).
     """
 
     kind = "adb"
@@ -117,8 +142,10 @@ class AdbDevice(Device):
                  throttle_temp_c: float = state_mod.DEFAULT_THROTTLE_TEMP_C,
                  adbkey: str | None = None, runs_per_call: int = 3,
                  runtime_version: str | None = None,
-                 runner_args: list[str] | tuple[str, ...] = ()) -> None:
+                 runner_args: list[str] | tuple[str, ...] = (),
+                 keep_models: bool = False) -> None:
         self.name = name
+        self.keep_models = bool(keep_models)
         if not remote_dir.startswith("/"):
             raise UserInputError(f"device {name!r}: remote_dir must be an absolute path on the "
                                  f"device, got {remote_dir!r}")
@@ -174,6 +201,9 @@ class AdbDevice(Device):
                                   io_timeout_s=io_timeout_s, auth_timeout_s=auth_timeout_s)
         self._identity: dict[str, str] | None = None
         self._sleep: Callable[[float], None] = time.sleep
+        self._runs = 0  # runs of this process on the device (per-run remote file names)
+        self._own_models: list[str] = []  # models this object pushed under its own names
+        self._swept = False  # whether files of killed processes were looked for
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -191,7 +221,8 @@ class AdbDevice(Device):
                                      f"{suggest(key, list(PROFILE_OPTIONS))} for kind 'adb'; "
                                      f"allowed: {', '.join(sorted(PROFILE_OPTIONS))}")
             types = PROFILE_OPTIONS[key]
-            if not isinstance(value, types) or isinstance(value, bool):
+            if not isinstance(value, types) or (isinstance(value, bool)
+                                                 and key not in _BOOL_OPTIONS):
                 want = " or ".join(t.__name__ for t in types)
                 raise UserInputError(f"[{name}] {key} must be {want}, got {value!r}")
         if "runner" not in profile:
@@ -394,11 +425,107 @@ class AdbDevice(Device):
                 f"latbench pushes it, or 'adb push' it there")
 
     def _ensure_model(self, artifact: Artifact) -> str:
+        from latbench.concurrency import owner_token
+
         local = self._model_file(artifact)
         sha = artifact.sha256 if local == Path(artifact.path) else sha256_file(local)
-        remote = posixpath.join(self.remote_dir, f"model-{sha[:16]}{self.runner.model_suffix}")
+        if self.keep_models:
+            remote = posixpath.join(self.remote_dir, f"model-{sha[:16]}{self.runner.model_suffix}")
+        else:
+            remote = posixpath.join(self.remote_dir, f"model-{sha[:16]}-{owner_token()}"
+                                                     f"{self.runner.model_suffix}")
+            # One model of this process on the device at a time: the last one stays for a
+            # second call on it (a sweep profiles operators right after timing).
+            self._remove_models([m for m in self._own_models if m != remote])
+            if remote not in self._own_models:
+                self._own_models.append(remote)
         self.conn.ensure_file(local, remote, sha, timeout_s=self.timeout_s)
         return remote
+
+    # ---------------------------------------------------------------- concurrent use
+    def lock_key(self) -> str:
+        """What names the physical device for :func:`latbench.concurrency.device_lock`:
+        ``adb-serial:<ro.serialno>``, or ``adb:<host:port or USB serial>`` when the device
+        reports no serial (asks the device once).
+
+        Raises
+        ------
+        DeviceError
+            If the device cannot be reached.
+        """
+        serial = self._identity_props().get("ro.serialno", "").strip()
+        return f"adb-serial:{serial}" if serial else f"adb:{self.conn.where}"
+
+    @contextmanager
+    def _exclusive(self, what: str) -> Iterator[None]:
+        """Hold the device for one run (pushes, runner calls, result files), waiting for
+        other latbench processes of this host that measure on it."""
+        from latbench.concurrency import device_lock
+
+        with device_lock(self.lock_key(), device=self.name, what=what):
+            self._remove_stale_files()
+            yield
+
+    def _next_run_id(self) -> str:
+        from latbench.concurrency import owner_token
+
+        self._runs += 1
+        return f"{owner_token()}-{self._runs}"
+
+    def _remove_stale_files(self) -> None:
+        """Remove (once per device object) what killed latbench processes of this host left
+        in ``remote_dir``: result files, models and half-pushed ``.part`` files whose names
+        carry the owner token of a process that no longer runs. Best effort."""
+        from latbench.concurrency import stale_token
+
+        if self._swept:
+            return
+        self._swept = True
+        r = self.conn.shell(f"ls {shlex.quote(self.remote_dir)}",
+                            what="listing remote_dir for files of killed runs")
+        if r.rc != 0:  # no remote_dir yet: nothing left behind
+            return
+        stale = [n for n in (ln.strip() for ln in r.output.splitlines())
+                 if n and "/" not in n and stale_token(n)]
+        if stale:
+            self.conn.shell("rm -f " + " ".join(shlex.quote(posixpath.join(self.remote_dir, n))
+                                                for n in stale),
+                            what="removing files of killed runs")
+
+    def _remove_models(self, remotes: list[str]) -> None:
+        if not remotes:
+            return
+        self.conn.shell("rm -f " + " ".join(shlex.quote(m) for m in remotes),
+                        what="removing measured models")
+        for m in remotes:
+            self.conn.forget(m)
+            if m in self._own_models:
+                self._own_models.remove(m)
+
+    def remove_remote_files(self) -> list[str]:
+        """Remove the models this object pushed under its own names (not with
+        ``keep_models``); the runner stays. Best effort: a device that is not connected any
+        more is left alone (the next run removes them, their owner being gone).
+
+        Returns
+        -------
+        list of str
+            The remote paths removed.
+        """
+        mine = list(self._own_models)
+        if not mine or not self.conn.connected:
+            return []
+        try:
+            self._remove_models(mine)
+        except DeviceError:
+            return []
+        return mine
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.remove_remote_files()
+        finally:
+            self.close()
 
     def _check_run(self, r: ShellResult) -> None:
         name, path = self.runner.name, self.runner.remote_path
@@ -420,10 +547,16 @@ class AdbDevice(Device):
         raise DeviceError(f"device {self.name!r}: runner {name} failed with exit status {r.rc}: "
                           f"{tail}; check the runner's options and the model")
 
-    def _kill_runner(self) -> None:
-        # A timed-out runner may still hold the cores; stopping it is best effort.
+    def _kill_runner(self, own_file: str) -> None:
+        # A timed-out runner may still hold the cores; stopping it is best effort. Only this
+        # run's runner: the pattern (an extended regex) names a file of this run, so another
+        # process's runner on the same phone is left alone.
+        def literal(text: str) -> str:  # any other character matches as '.' (no quoting)
+            return re.sub(r"[^A-Za-z0-9_.-]", ".", text)
+
+        pattern = f"{literal(self.runner.name)}.+{literal(posixpath.basename(own_file))}"
         try:
-            self.conn.shell(f"pkill -f {shlex.quote(self.runner.name)}",
+            self.conn.shell(f"pkill -f {shlex.quote(pattern)}",
                             what="stopping the timed-out runner")
         except DeviceError:
             pass
@@ -463,6 +596,11 @@ class AdbDevice(Device):
         self.check_spec(artifact, spec)
         self.check_sampling(sampling)
         mask, cpus = self.resolve_cpus()
+        with self._exclusive(f"timing {Path(artifact.path).name}"):
+            return self._measure_locked(artifact, spec, mask, cpus, progress)
+
+    def _measure_locked(self, artifact: Artifact, spec: BenchSpec, mask: str, cpus: list[int],
+                        progress: Callable[[int, int], None] | None) -> Measurement:
         pushed_before = len(self.conn.pushed)
         self._ensure_runner()
         remote_model = self._ensure_model(artifact)
@@ -476,34 +614,34 @@ class AdbDevice(Device):
         before = self._snapshot(cpus, extra_state)
         calls = self.runner.invocations(remote_model, cpu_mask=mask, threads=spec.threads,
                                         warmup=spec.warmup, repeats=spec.repeats,
-                                        work_dir=self.remote_dir)
+                                        work_dir=self.remote_dir, run_id=self._next_run_id())
         total, done = sum(c.runs for c in calls), 0
         outputs: list[str] = []
         results: list[str | None] = []
         for call in calls:
             try:
-                r = self.conn.shell(call.command, timeout_s=self.timeout_s,
-                                    what=f"running {self.runner.name}")
-            except DeviceTimeoutError:
-                self._kill_runner()
-                raise
-            self._check_run(r)
-            outputs.append(r.output)
-            if call.result_file is not None:
-                res = self.conn.shell(f"cat {shlex.quote(call.result_file)}",
-                                      what="reading the runner's result file")
-                if res.rc != 0:
-                    raise DeviceError(f"device {self.name!r}: runner {self.runner.name} wrote no "
-                                      f"result file {call.result_file}: {_tail(res.output)}")
-                results.append(res.output)
-            else:
-                results.append(None)
+                outputs.append(self._run_call(call, remote_model))
+                if call.result_file is not None:
+                    q = shlex.quote(call.result_file)
+                    res = self.conn.shell(f"cat {q}", what="reading the runner's result file")
+                    if res.rc != 0:
+                        raise DeviceError(f"device {self.name!r}: runner {self.runner.name} wrote "
+                                          f"no result file {call.result_file}: "
+                                          f"{_tail(res.output)}")
+                    results.append(res.output)
+                else:
+                    results.append(None)
+            finally:
+                if call.result_file is not None and self.conn.connected:
+                    self.conn.shell(f"rm -f {shlex.quote(call.result_file)}",
+                                    what="removing the runner's result file")
             done += call.runs
             if progress is not None:
                 progress(done, total)
         after = self._snapshot(cpus)
         try:
             parsed = self.runner.parse(outputs, results, warmup=spec.warmup, repeats=spec.repeats)
+            parsers.check_samples(parsed.samples_s, spec.repeats)
         except RunnerOutputError as exc:
             raise DeviceError(f"device {self.name!r}: cannot read {self.runner.name}'s output "
                               f"({exc}); last output: {_tail(outputs[-1] if outputs else '')}"
@@ -512,6 +650,17 @@ class AdbDevice(Device):
                  "pushed": self.conn.pushed[pushed_before:], **extra_state}
         return Measurement(spec=spec, samples_s=parsed.samples_s, info_before=before,
                            info_after=after, extra=extra)
+
+    def _run_call(self, call: Any, remote_model: str) -> str:
+        """Run one runner call; its output. A timed-out runner is stopped."""
+        try:
+            r = self.conn.shell(call.command, timeout_s=self.timeout_s,
+                                what=f"running {self.runner.name}")
+        except DeviceTimeoutError:
+            self._kill_runner(call.result_file or remote_model)
+            raise
+        self._check_run(r)
+        return r.output
 
     def profile_ops(self, artifact: Artifact, spec: BenchSpec) -> OpProfile:
         """Run ``benchmark_model`` once with per-operator profiling (``--enable_op_profiling``
@@ -533,19 +682,20 @@ class AdbDevice(Device):
                                  " measure layers alone instead")
         self.check_spec(artifact, spec)
         mask, cpus = self.resolve_cpus()
-        self._ensure_runner()
-        remote_model = self._ensure_model(artifact)
-        before = self._snapshot(cpus)
-        call = runner.profile_invocation(remote_model, cpu_mask=mask, threads=spec.threads,
-                                         warmup=spec.warmup, runs=spec.repeats)
-        try:
-            r = self.conn.shell(call.command, timeout_s=self.timeout_s,
-                                what=f"profiling with {runner.name}")
-        except DeviceTimeoutError:
-            self._kill_runner()
-            raise
-        self._check_run(r)
-        after = self._snapshot(cpus)
+        with self._exclusive(f"profiling {Path(artifact.path).name}"):
+            self._ensure_runner()
+            remote_model = self._ensure_model(artifact)
+            before = self._snapshot(cpus)
+            call = runner.profile_invocation(remote_model, cpu_mask=mask, threads=spec.threads,
+                                             warmup=spec.warmup, runs=spec.repeats)
+            try:
+                r = self.conn.shell(call.command, timeout_s=self.timeout_s,
+                                    what=f"profiling with {runner.name}")
+            except DeviceTimeoutError:
+                self._kill_runner(remote_model)
+                raise
+            self._check_run(r)
+            after = self._snapshot(cpus)
         try:
             rows = runner.parse_profile(r.output, spec.repeats)
         except RunnerOutputError as exc:

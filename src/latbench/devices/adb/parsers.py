@@ -68,6 +68,8 @@ __all__ = [
     "parse_ort_summary",
     "parse_ort_result_file",
     "check_ort_result_units",
+    "check_samples",
+    "SAMPLE_AVERAGE_TOLERANCE",
     "parse_tflite_stats",
     "parse_tflite_summary",
     "tflite_stat_samples_us",
@@ -154,7 +156,8 @@ def parse_ort_result_file(text: str) -> list[float]:
     Raises
     ------
     RunnerOutputError
-        If the file holds no run line.
+        If the file holds no run line, or a run time that is not a positive finite number
+        (a run line is never dropped: a dropped line would shift which runs are warm-up).
     """
     samples: list[tuple[int, float]] = []
     for line in text.splitlines():
@@ -167,8 +170,11 @@ def parse_ort_result_file(text: str) -> list[float]:
             run = int(parts[4])
         except ValueError:
             continue
-        if math.isfinite(cost) and cost >= 0:
-            samples.append((run, cost))
+        if not (math.isfinite(cost) and cost > 0):
+            raise RunnerOutputError(f"the perf_test result file holds a run time of {parts[1]} "
+                                    f"s (run {run}); run times must be positive numbers of "
+                                    "seconds")
+        samples.append((run, cost))
     if not samples:
         raise RunnerOutputError("the perf_test result file holds no per-run line "
                                 f"'model,seconds,bytes,cpu,run'; latbench reads {ORT_SUPPORTED}")
@@ -200,6 +206,43 @@ def check_ort_result_units(samples_s: list[float], summary: dict[str, float]) ->
             f"the result file's per-run times average {mean:.6g} but perf_test printed an "
             f"average of {avg:.6g} s (×{ratio:.3g}): this build writes its result file in "
             f"another unit; latbench reads {ORT_SUPPORTED}")
+
+
+#: Relative tolerance between the mean of a runner's per-run times and the average it
+#: prints itself over the same runs: only rounding (6 significant digits) separates them;
+#: anything more means the samples are not the runs that were asked for.
+SAMPLE_AVERAGE_TOLERANCE = 0.1
+
+
+def check_samples(samples_s: tuple[float, ...] | list[float], repeats: int,
+                  average_s: float | None = None, *, resolution_s: float = 1e-6) -> None:
+    """Refuse per-run times (seconds) that cannot be the ``repeats`` timed runs asked for: another
+    count, a value that is not a positive finite number of seconds, or (when the runner
+    printed its own average over the same runs) a mean more than
+    :data:`SAMPLE_AVERAGE_TOLERANCE` (plus ``resolution_s``, how finely the average is
+    printed) away from it.
+
+    Raises
+    ------
+    RunnerOutputError
+        Naming the problem (the device turns it into a :class:`~latbench.exceptions.DeviceError`).
+    """
+    if len(samples_s) != repeats:
+        raise RunnerOutputError(f"the runner reported {len(samples_s)} timed runs for the "
+                                f"{repeats} asked (another run's results mixed in, or runs "
+                                "missing)")
+    bad = [s for s in samples_s if not (math.isfinite(s) and s > 0)]
+    if bad:
+        raise RunnerOutputError(f"{len(bad)} of {len(samples_s)} run times are not positive "
+                                f"numbers of seconds (e.g. {bad[0]!r})")
+    if average_s is not None and average_s > 0:
+        mean = sum(samples_s) / len(samples_s)
+        if abs(mean - average_s) > SAMPLE_AVERAGE_TOLERANCE * average_s + resolution_s:
+            raise RunnerOutputError(
+                f"the runs' mean {mean:.6g} s disagrees with the runner's own average "
+                f"{average_s:.6g} s (×{mean / average_s:.3g}, more than "
+                f"{SAMPLE_AVERAGE_TOLERANCE:.0%} apart)")
+
 
 
 # ------------------------------------------------------------------------ benchmark_model

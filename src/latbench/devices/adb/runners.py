@@ -102,8 +102,9 @@ class Runner(ABC):
 
     @abstractmethod
     def invocations(self, remote_model: str, *, cpu_mask: str, threads: int, warmup: int,
-                    repeats: int, work_dir: str) -> list[Invocation]:
-        """The shell calls that time ``remote_model`` ``repeats`` times."""
+                    repeats: int, work_dir: str, run_id: str = "") -> list[Invocation]:
+        """The shell calls that time ``remote_model`` ``repeats`` times; files they write
+        into ``work_dir`` carry ``run_id`` in their names (one run's files are its own)."""
 
     @abstractmethod
     def parse(self, outputs: list[str], result_files: list[str | None], *, warmup: int,
@@ -133,8 +134,10 @@ class OrtPerfTest(Runner):
                  "qnn": ("-e", "qnn")}
 
     def invocations(self, remote_model: str, *, cpu_mask: str, threads: int, warmup: int,
-                    repeats: int, work_dir: str) -> list[Invocation]:
-        result = posixpath.join(work_dir, "perf_test_result.txt")
+                    repeats: int, work_dir: str, run_id: str = "") -> list[Invocation]:
+        # Each run its own result file: two runs writing one file mix their runs.
+        result = posixpath.join(work_dir, f"perf_test_result-{run_id}.txt" if run_id
+                                else "perf_test_result.txt")
         args = [*self.providers[self.provider], "-m", "times", "-r", str(warmup + repeats),
                 "-x", str(threads), "-I", "-s", *self.extra_args, remote_model, result]
         # perf_test appends to its result file, so an old one must go first.
@@ -145,7 +148,14 @@ class OrtPerfTest(Runner):
               repeats: int) -> RunnerResult:
         summary = parsers.parse_ort_summary(outputs[0])
         runs = parsers.parse_ort_result_file(result_files[0] or "")
+        # One call of warmup + repeats runs, all in the file and in the printed average.
+        if len(runs) != warmup + repeats:
+            raise parsers.RunnerOutputError(
+                f"the result file holds {len(runs)} runs for the {warmup + repeats} asked "
+                f"({warmup} warm-up + {repeats}): another run's results mixed in, or runs "
+                "missing")
         parsers.check_ort_result_units(runs, summary)
+        parsers.check_samples(runs, warmup + repeats, summary.get("average_s"))
         timed = runs[warmup:]
         if not timed:
             raise parsers.RunnerOutputError(
@@ -175,6 +185,8 @@ class TfliteBenchmarkModel(Runner):
     #: Whether the tool's summary block is always printed (the LiteRT tool had none before
     #: July 2025).
     summary_required = True
+    #: How finely the summary prints the inference average, in seconds (µs here).
+    average_resolution_s = 1e-6
 
     def __init__(self, remote_path: str, *, provider: str = "cpu", runs_per_call: int = 3,
                  extra_args: tuple[str, ...] = ()) -> None:
@@ -192,7 +204,8 @@ class TfliteBenchmarkModel(Runner):
                 "--min_secs=0", *self.providers[self.provider], *self.extra_args]
 
     def invocations(self, remote_model: str, *, cpu_mask: str, threads: int, warmup: int,
-                    repeats: int, work_dir: str) -> list[Invocation]:
+                    repeats: int, work_dir: str, run_id: str = "") -> list[Invocation]:
+        # benchmark_model writes no files here (its output is read from stdout).
         calls = math.ceil(repeats / self.runs_per_call)
         out = []
         for i in range(calls):
@@ -211,20 +224,29 @@ class TfliteBenchmarkModel(Runner):
               repeats: int) -> RunnerResult:
         samples: list[float] = []
         per_call: dict[str, list[float]] = {}
-        for text in outputs:
+        for i, text in enumerate(outputs):
+            asked = min(self.runs_per_call, repeats - i * self.runs_per_call)
             parsers.check_consumed_flags(text, self.tool)
             stats = parsers.parse_tflite_stats(text)
             if not stats:
                 raise parsers.RunnerOutputError(
                     "no 'count=' line in the benchmark_model output; latbench reads "
                     f"{parsers.TFLITE_SUPPORTED}")
-            samples.extend(us * 1e-6 for us in parsers.tflite_stat_samples_us(stats[-1]))
+            if stats[-1].count != asked:
+                raise parsers.RunnerOutputError(
+                    f"call {i + 1} reported count={stats[-1].count} timed runs for the {asked} "
+                    "asked (--num_runs)")
+            call_s = [us * 1e-6 for us in parsers.tflite_stat_samples_us(stats[-1])]
             try:
                 summary = parsers.parse_tflite_summary(text)
             except parsers.RunnerOutputError:
                 if self.summary_required:
                     raise
                 summary = {}
+            # The summary's inference average is over the same runs as the Stat line.
+            parsers.check_samples(call_s, asked, summary.get("inference_avg_s"),
+                                  resolution_s=self.average_resolution_s)
+            samples.extend(call_s)
             for key, value in summary.items():
                 per_call.setdefault(key, []).append(value)
         summary_out: dict[str, Any] = {"runner": "benchmark_model", "generation": self.kind,
@@ -272,6 +294,7 @@ class LiteRtBenchmarkModel(TfliteBenchmarkModel):
                  "npu": ("--use_npu=true",)}
     profile_flags = ("--use_profiler=true",)
     summary_required = False
+    average_resolution_s = 1e-5  # "Inference (avg): 0.01 ms": two decimals of ms
 
     def parse_profile(self, output: str, runs: int) -> list[parsers.OpProfileRow]:
         parsers.check_consumed_flags(output, self.tool)
