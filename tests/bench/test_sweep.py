@@ -345,7 +345,7 @@ def test_sweep_on_the_cpu_stores_the_graph_onnxruntime_executes(model: str, tmp_
                       random_plans=0)
     db = tmp_path / "lat.db"
     run_sweep(cfg, "cpu", db)
-    original = plan_sweep(cfg, lambda s: None)[0]
+    original = plan_sweep(cfg, resolver(cfg))[0]
     with Store(db) as store:
         got = store.variant_layers(original.key, SHAPE)
     module = layer_table(resolve_model(model), SHAPE)
