@@ -153,7 +153,7 @@ def test_resume_is_keyed_by_the_models_content_not_its_path(model, tmp_path):
 
 def test_a_full_tmpdir_stops_the_sweep_instead_of_failing_every_variant(model, tmp_path,
                                                                         monkeypatch):
-    import latbench.bench.run as run_mod
+    import latbench.compress.export as export_mod
 
     def full(*_a, **_k):
         try:
@@ -162,7 +162,7 @@ def test_a_full_tmpdir_stops_the_sweep_instead_of_failing_every_variant(model, t
             raise ExportError("could not write the ONNX file") from exc
 
     db = tmp_path / "lat.db"
-    monkeypatch.setattr(run_mod, "export_for", full)
+    monkeypatch.setattr(export_mod, "export_model", full)  # what the sweep exports with
     with pytest.raises(WorkdirError, match=r"cannot write models into .*No space left on "
                                            r"device — sweep stopped after 0 new measurements"):
         run_sweep(fast_config(model), "cpu", db)
