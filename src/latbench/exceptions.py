@@ -22,6 +22,7 @@ __all__ = [
     "PredictorError",
     "NotFittedPredictorError",  # noqa: F822 (built on first use by __getattr__)
     "ExportError",
+    "OutOfRangeWarning",
     "MissingExtraError",
     "RunnerOutputError",
     "ConnectionDroppedError",
@@ -68,6 +69,11 @@ class PredictorError(LatbenchError, RuntimeError):
     """A predictor is not fitted, was made for another schema, or meets an unknown layer."""
 
     exit_code = 5
+
+
+class OutOfRangeWarning(UserWarning):
+    """A predictor was asked about models outside what it was trained on (MACs beyond its
+    training range, layer kinds or graphs it never saw): the prediction is an extrapolation."""
 
 
 class WorkdirError(UserInputError):

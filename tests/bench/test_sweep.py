@@ -308,7 +308,10 @@ def test_bad_options_are_user_errors(model: str, tmp_path: Path, kw: dict, fragm
 
 
 # --------------------------------------------------------------------------- the store's side
-def test_store_variant_layers_and_layer_latency(model: str, tmp_path: Path) -> None:
+def test_store_variant_layers_and_layer_latency(model: str, tmp_path: Path, monkeypatch) -> None:
+    # A device that does not expose the graph it executes: the store keeps the module's table
+    # (the cpu device's own executed tables are tested below).
+    monkeypatch.setattr(CpuDevice, "executed_graph", lambda self, *a, **k: None)
     cfg = SweepConfig((Target(model, SHAPE, ("svd",), (0.5,)),), per_layer=True, threads=1,
                       warmup=1, repeats=3)
     db = tmp_path / "lat.db"
@@ -335,6 +338,30 @@ def test_store_variant_layers_and_layer_latency(model: str, tmp_path: Path) -> N
         newer = replace(m, samples_s=(1.234,), timestamp=time.time() + 10)
         store.add_layer_measurement(store.device_id("cpu"), row, newer)
         assert store.layer_latency_ms(*args, 1) == pytest.approx(1234.0)
+
+
+def test_sweep_on_the_cpu_stores_the_graph_onnxruntime_executes(model: str, tmp_path: Path) -> None:
+    cfg = SweepConfig((Target(model, SHAPE, ("svd",), (0.5,)),), threads=1, warmup=1, repeats=3,
+                      random_plans=0)
+    db = tmp_path / "lat.db"
+    run_sweep(cfg, "cpu", db)
+    original = plan_sweep(cfg, resolver(cfg))[0]
+    with Store(db) as store:
+        got = store.variant_layers(original.key, SHAPE)
+    module = layer_table(resolve_model(model), SHAPE)
+    assert set(got["graph"]) == {"onnxruntime:all:CPUExecutionProvider"}
+    # BatchNorm folded, ReLUs fused into the convolutions that precede them: no bn/act rows.
+    assert not got["op"].isin(["bn", "act"]).any()
+    assert (got["op"] == "conv").sum() == (module["op"] == "conv").sum() == 3
+    assert got.loc[got["op"] == "conv", "fused"].tolist() == ["relu", "relu", ""]
+    # The x86 NCHWc kernels compute on channels padded to their block (24 → 32): the MACs are
+    # the work they do, 3·16·9·16² + 16·32·9·8² + 32·32·9·8² (+ the linear layer's 240).
+    conv = got[got["op"] == "conv"]
+    if conv["out_channels"].tolist() == [16, 32, 32]:
+        assert conv["macs"].tolist() == [110592, 294912, 589824]
+    else:  # a build without NCHWc: the module's own convolutions
+        assert conv["macs"].tolist() == module.loc[module["op"] == "conv", "macs"].tolist()
+    assert got.loc[got["op"] == "linear", "macs"].tolist() == [240]
 
 
 # --------------------------------------------------------------------------- config

@@ -99,3 +99,19 @@ def test_export_bad_format_exit_2(tmp_path, capsys):
     code, _, err = run(["data", "export", "--db", str(tmp_path / "lat.db"), "--format", "xlsx",
                         "--out", str(tmp_path / "o.xlsx")], capsys)
     assert code == 2 and "unknown export format 'xlsx'" in err
+
+
+def test_import_nb201_several_columns_reference_build_and_batch(tmp_path, csv, capsys):
+    db = tmp_path / "lat.db"
+    code, out, err = run(["data", "import-nb201", str(csv), "--db", str(db), "--edges", "all",
+                          "--batch", "8", "--latency-column", "sd855_cpu_kryo485_int8_ms",
+                          "--latency-column", "desktop_cpu_i7_7820x_fp32_ms=i7", "--limit", "6",
+                          "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["edges"] == "all" and res["input_shape"] == [8, 3, 32, 32]
+    assert [d["device"] for d in res["devices"]] == ["sd855_cpu_kryo485_int8", "i7"]
+    assert res["imported"] == 12 and res["layer_tables"] == 6
+    code, _, err = run(["data", "import-nb201", str(csv), "--db", str(db), "--edges", "pruned",
+                        "--latency-column", "sd855_cpu_kryo485_int8_ms"], capsys)
+    assert code == 2 and "unknown edge convention 'pruned'" in err and "Traceback" not in err

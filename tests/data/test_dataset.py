@@ -169,3 +169,77 @@ def test_tables_of_an_older_feature_schema_load_as_chains_with_a_warning(db, tmp
     with pytest.warns(UserWarning, match="feature schema 2"):
         ds = load_dataset(path)
     assert len(ds.models) == len(load_dataset(db[0]).models)
+
+
+def test_schema_3_tables_load_as_module_graphs_at_batch_1_with_a_warning(tmp_path):
+    from latbench.data.features import layer_table
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    table = layer_table(net, (1, 3, 8, 8)).drop(columns=["fused", "graph", "batch"])
+    path = tmp_path / "v3.db"
+    with Store(path) as s:  # as latbench stored tables under feature schema 3
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        v = s.add_variant("tiny", (1, 3, 8, 8), table, content_hash="t3")
+        s.add_measurement(v, d, _measurement(1.0))
+        s.add_layer_measurement(d, table.iloc[0], _measurement(0.5))
+        s.connection.execute("UPDATE layer_tables SET feature_schema_version = 3")
+    with pytest.warns(UserWarning, match="feature schema 3.*which graph they describe"):
+        ds = load_dataset(path)
+    assert list(ds.layers.columns) == ["variant_id", "layer_index"] + LAYER_COLUMNS
+    assert set(ds.layers["graph"]) == {"torch"} and set(ds.layers["fused"]) == {""}
+    assert ds.layers["batch"].tolist() == [1, 1]
+    assert ds.layer_latency["graph"].tolist() == ["torch"] and ds.layer_latency["batch"].tolist() == [1]
+
+
+@pytest.mark.parametrize("dropped, said, not_said", [
+    # schema 4 as the compress line wrote it: MACs by FlopCounterMode and 'uncounted', no graph
+    (["fused", "graph", "batch"], "which graph they describe", "'uncounted'"),
+    # schema 4 as the predict line wrote it: graph/fused/batch, no 'uncounted'
+    (["uncounted"], "'uncounted' column", "which graph"),
+])
+def test_both_schema_4_tables_load_with_defaults_and_a_warning_naming_what_they_lack(
+        tmp_path, dropped, said, not_said):
+    import warnings
+
+    from latbench.data.features import FEATURE_SCHEMA_VERSION, layer_table
+    from torch import nn
+
+    assert FEATURE_SCHEMA_VERSION == 5
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    table = layer_table(net, (2, 3, 8, 8)).drop(columns=dropped)
+    path = tmp_path / "v4.db"
+    with Store(path) as s:
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        v = s.add_variant("tiny", (2, 3, 8, 8), table, content_hash="t4")
+        s.add_measurement(v, d, _measurement(1.0))
+        s.add_layer_measurement(d, table.iloc[0], _measurement(0.5))
+        s.connection.execute("UPDATE layer_tables SET feature_schema_version = 4")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        ds = load_dataset(path)
+    msg = " ".join(str(w.message) for w in got)
+    assert "feature schema 4" in msg and said in msg and not_said not in msg
+    assert list(ds.layers.columns) == ["variant_id", "layer_index"] + LAYER_COLUMNS
+    assert set(ds.layers["uncounted"]) == {""} and set(ds.layers["graph"]) == {"torch"}
+    # a column the table kept keeps its value (batch 2), a dropped one takes its default (1)
+    assert ds.layers["batch"].tolist() == ([1, 1] if "batch" in dropped else [2, 2])
+    assert ds.layer_latency["uncounted"].tolist() == [""]
+    assert ds.layer_latency["graph"].tolist() == ["torch"]
+
+
+def test_current_tables_load_without_a_warning(tmp_path):
+    import warnings
+
+    from latbench.data.features import layer_table
+    from torch import nn
+
+    table = layer_table(nn.Sequential(nn.Conv2d(3, 4, 3)), (1, 3, 8, 8))
+    path = tmp_path / "v5.db"
+    with Store(path) as s:
+        d = s.add_device(DeviceInfo(name="cpu", kind="cpu"))
+        s.add_measurement(s.add_variant("tiny", (1, 3, 8, 8), table, content_hash="t5"), d,
+                          _measurement(1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(path)

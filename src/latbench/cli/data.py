@@ -63,15 +63,25 @@ def export(
 
 
 def import_nb201(
-    csv: Path = typer.Argument(..., help="CSV with an 'arch' column and a latency column (ms)."),
-    latency_column: str = typer.Option(..., "--latency-column", help="The column of latencies in ms."),
-    device: str = typer.Option(..., "--device", help="Name of the (imported) device in the store."),
+    csv: Path = typer.Argument(..., help="CSV with an 'arch' column and latency columns (ms)."),
+    latency_column: list[str] = typer.Option(
+        ..., "--latency-column",
+        help="A column of latencies in ms, COL or COL=DEVICE (device name defaults to COL "
+             "without '_ms'); repeat it to import several devices from one featurisation."),
+    device: str = typer.Option(None, "--device",
+                               help="Name of the (imported) device of a single --latency-column."),
     db: Path = _DB,
+    edges: str = typer.Option(
+        "live", "--edges",
+        help="The build that was measured: 'live' (dead edges removed, as LatBench/BRP-NAS "
+             "built) or 'all' (the NAS-Bench-201 reference code's graph: every edge, 'none' a "
+             "zeroing op that runs; HELP, HW-NAS-Bench). See the README."),
+    batch: int = typer.Option(1, "--batch", help="Input batch size of the measurements."),
     limit: int = typer.Option(None, "--limit", help="Import only the first N rows."),
     exact: bool = typer.Option(False, "--exact", help="Build every network (slow reference path)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Import published NAS-Bench-201 latencies (architecture string + ms)."""
+    """Import published NAS-Bench-201 latencies (architecture string + ms per device column)."""
     from dataclasses import asdict
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -94,18 +104,20 @@ def import_nb201(
 
     try:
         result = run_import(csv, latency_column=latency_column, device=device, db_path=db,
-                            limit=limit, exact=exact, progress=progress)
+                            limit=limit, exact=exact, edges=edges, batch=batch, progress=progress)
     finally:
         if "bar" in state:
             state["bar"].stop()  # type: ignore[attr-defined]
     if as_json:
         print_json(asdict(result))
         return
-    console.print(
-        f"{result.device}: imported {result.imported} of {result.rows} rows "
-        f"({result.skipped} already stored, {result.invalid} without a latency) "
-        f"in {result.seconds:.1f} s into {db}"
-    )
+    for d in result.devices:
+        console.print(
+            f"{d.device}: imported {d.imported} of {result.rows} rows "
+            f"({d.skipped} already stored, {d.invalid} without a latency) from {d.column}")
+    shape = "x".join(str(v) for v in result.input_shape)
+    console.print(f"{result.layer_tables} networks featurised ({result.edges} edges, input {shape}) "
+                  f"in {result.seconds:.1f} s into {db}")
 
 
 def register(app: typer.Typer) -> None:

@@ -75,11 +75,28 @@ def train(
     out: Path = typer.Option(..., "--out", help="Where to write the predictor."),
     fallback: Optional[str] = typer.Option(None, "--fallback", help=FALLBACK_HELP),
     param: Optional[list[str]] = typer.Option(None, "--param", help=PARAM_HELP),
+    source_devices: str = typer.Option(
+        None, "--source-devices",
+        help="Transfer: also learn from every row of these devices (A,B,…); then --train-size "
+             "rows of --device are enough (e.g. 10–50)."),
 ) -> None:
     """Fit a latency predictor and save it (with feature-schema version and device)."""
     from latbench.cli._common import console, show_progress, spinner, warn
-    from latbench.data.dataset import load_dataset
     from latbench.predictor.base import save_predictor
+
+    if source_devices is not None:
+        from latbench.predictor.evaluate import train_transfer
+
+        _no_params_with_transfer(fallback, param)
+        with _progress() as progress:
+            pred = train_transfer(db, device=device, source_devices=_names(source_devices),
+                                  kind=kind, train_size=train_size, seed=seed, progress=progress)
+        save_predictor(pred, out, device=device, kind=kind)
+        used = ", ".join(pred.source_models_.names)
+        console.print(f"trained {kind} transfer on {pred.n_train_} measurements of {device} and "
+                      f"the sources {used}; wrote {out}")
+        return
+    from latbench.data.dataset import load_dataset
     from latbench.predictor.evaluate import small_data_notes, train_predictor
 
     params = _predictor_params(kind, fallback, param)
@@ -101,23 +118,37 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     fallback: Optional[str] = typer.Option(None, "--fallback", help=FALLBACK_HELP),
     param: Optional[list[str]] = typer.Option(None, "--param", help=PARAM_HELP),
+    source_devices: str = typer.Option(
+        None, "--source-devices",
+        help="Transfer: train on every row of these devices (A,B,…) plus N rows of --device, "
+             "test on the rest of --device."),
 ) -> None:
     """Train on N measurements, test on all the others, print the metrics."""
     from latbench.cli._common import console, print_json, show_progress, spinner, warn
-    from latbench.data.dataset import load_dataset
-    from latbench.predictor.evaluate import evaluate_predictor
 
-    params = _predictor_params(kind, fallback, param)
-    with spinner(show_progress(as_json), f"training and testing {kind} on {device}"):
-        ev = evaluate_predictor(load_dataset(db, device), device=device, kind=kind,
-                                train_size=train_size, seed=seed, params=params or None)
+    if source_devices is not None:
+        from latbench.predictor.evaluate import evaluate_transfer
+
+        _no_params_with_transfer(fallback, param)
+        with _progress(quiet=as_json) as progress:
+            ev = evaluate_transfer(db, device=device, source_devices=_names(source_devices),
+                                   kind=kind, train_size=train_size, seed=seed, progress=progress)
+    else:
+        from latbench.data.dataset import load_dataset
+        from latbench.predictor.evaluate import evaluate_predictor
+
+        params = _predictor_params(kind, fallback, param)
+        with spinner(show_progress(as_json), f"training and testing {kind} on {device}"):
+            ev = evaluate_predictor(load_dataset(db, device), device=device, kind=kind,
+                                    train_size=train_size, seed=seed, params=params or None)
     for note in ev.notes:  # on stderr, also with --json
         warn(note)
     if as_json:
         print_json({**ev.as_dict(), "notes": ev.notes})
         return
     m = ev.metrics
-    console.print(f"{kind} on {device}: trained on {ev.n_train}, tested on {ev.n_test}")
+    via = f" (and every row of {', '.join(ev.source_devices)})" if ev.source_devices else ""
+    console.print(f"{kind} on {device}: trained on {ev.n_train}{via}, tested on {ev.n_test}")
     console.print(f"  ±5 % {m['acc5']:.3f}  ±10 % {m['acc10']:.3f}  MAPE {m['mape']:.2f} %  "
                   f"RMSE {m['rmse_ms']:.3f} ms  R² {m['r2']:.3f}  ρ {m['spearman']:.3f}  "
                   f"τ {m['kendall']:.3f}")
@@ -135,9 +166,9 @@ def predict(
     """Print the predicted latency (ms) of MODEL."""
     from dataclasses import asdict
 
-    from latbench.cli._common import console, parse_shape, print_json, progress_bar, \
-        show_progress
-    from latbench.predictor.apply import predict_model
+    from latbench.cli._common import console, err_console, parse_shape, print_json, \
+        progress_bar, show_progress
+    from latbench.predictor.apply import MODEL_OUTSIDE, predict_model
 
     shape = parse_shape(input_shape) if input_shape else None
     with progress_bar(show_progress(as_json) and plan is not None, "compressing") as on_layer:
@@ -149,6 +180,8 @@ def predict(
     extra = (f" ({res.missing_layers} of {res.n_layers} layers estimated by the fallback "
              "regressor: not in the lookup table)") if res.missing_layers else ""
     console.print(f"{res.latency_ms:.4f} ms on {res.device}{extra}")
+    if res.out_of_range:
+        err_console.print(f"warning: {MODEL_OUTSIDE}: {'; '.join(res.out_of_range_reasons)}")
 
 
 def convert(
@@ -184,6 +217,48 @@ def report(
         page = write_report(dataset, out, devices=list(device), train_size=train_size,
                             seed=seed, progress=on_stage)
     console.print(f"wrote {page}")
+
+
+def _no_params_with_transfer(fallback: Optional[str], items: Optional[list[str]]) -> None:
+    """--fallback and --param tune a single-device predictor; a transfer predictor has its
+    own settings, so the two together are refused rather than silently ignored."""
+    if fallback is not None or items:
+        from latbench.exceptions import UserInputError
+
+        raise UserInputError("--fallback and --param apply to a single-device predictor; leave "
+                             "them out with --source-devices")
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _progress(quiet: bool = False):
+    """A context giving a ``progress(stage, done, total)`` callback drawn on stderr."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from latbench.cli._common import err_console
+
+    @contextmanager
+    def bar():
+        if quiet:
+            yield None
+            return
+        p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     console=err_console, transient=True)
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = p.add_task(stage, total=total)
+            p.update(tasks[stage], completed=done, total=total)
+
+        with p:
+            yield progress
+
+    return bar()
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from latbench.data.features import (
-    FEATURE_SCHEMA_VERSION, LAYER_COLUMNS, STRING_COLUMNS, model_features,
+    FEATURE_SCHEMA_VERSION, LAYER_COLUMNS, LEGACY_DEFAULTS, STRING_COLUMNS, model_features,
 )
 from latbench.data.store import Store, decode_layer_table
 from latbench.exceptions import UserInputError
@@ -130,6 +130,7 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
         tables: dict[int, tuple[dict[str, np.ndarray], dict[str, float]]] = {}
         pool: dict[str, str] = {}
         old = FEATURE_SCHEMA_VERSION
+        lacking: set[str] = set()
         # Chunked IN lists stay under SQLite's bound-parameter limit.
         for k in range(0, len(table_ids), 900):
             chunk = table_ids[k:k + 900]
@@ -138,19 +139,33 @@ def load_dataset(db_path: str | Path, device: str | None = None) -> Dataset:
             for tid, feats, blob, version in conn.execute(q, chunk):
                 tables[int(tid)] = (decode_layer_table(blob, pool), json.loads(feats))
                 old = min(old, int(version))
+                if int(version) < FEATURE_SCHEMA_VERSION:
+                    lacking.update(set(LAYER_COLUMNS) - set(tables[int(tid)][0]))
         lat = pd.read_sql(
             "SELECT d.name AS device, l.layer_key, l.median_ms AS latency_ms, l.layer "
             f"FROM layer_measurements l JOIN devices d ON d.id = l.device_id {where} ORDER BY l.id",
             conn, params=args)
     if old < FEATURE_SCHEMA_VERSION:
-        lacks = ("lack the dataflow column and are read as chains, which weakens graph-aware "
-                 "predictors" if old < 3 else
-                 "count MACs of Conv2d/Linear modules only (0 for 1-D/3-D/transposed convs and "
-                 "functional compute) and have no 'uncounted' column")
+        # Schema 4 was written by two lines of development (one added ``uncounted`` with MACs
+        # of every compute operator, the other ``graph``/``fused``/``batch``): say what the
+        # stored tables actually lack.
+        missing = [c for c in LEGACY_DEFAULTS if c in lacking]
+        parts = []
+        if "inputs" in missing:
+            parts.append("the dataflow column (read as chains, which weakens graph-aware "
+                         "predictors)")
+        if "uncounted" in missing:
+            parts.append("MACs of every compute operator (they count Conv2d/Linear modules "
+                         "only: 0 for 1-D/3-D/transposed convs and functional compute) and the "
+                         "'uncounted' column")
+        if {"graph", "fused", "batch"} & set(missing):
+            parts.append("the record of which graph they describe (read as the PyTorch "
+                         "module's layers, nothing fused, batch 1)")
+        lacks = "; ".join(parts) or "nothing this latbench reads differently"
         warnings.warn(
             f"{str(p)!r} holds layer tables of feature schema {old} (this latbench writes "
-            f"{FEATURE_SCHEMA_VERSION}); they {lacks}: re-import or re-sweep into a fresh database",
-            stacklevel=2)
+            f"{FEATURE_SCHEMA_VERSION}); they lack {lacks}: re-import or re-sweep into a fresh "
+            "database", stacklevel=2)
     return Dataset(models=_models_frame(meas, tables), layers=_layers_frame(variants, tables),
                    layer_latency=_layer_latency_frame(lat))
 
@@ -185,9 +200,12 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
     layer_index = gather - np.repeat(first, lens)
     data: dict[str, object] = {"variant_id": np.repeat(vids, lens), "layer_index": layer_index}
     for c in LAYER_COLUMNS:
-        # Tables stored before feature schema 3 have no ``inputs``: empty (no known edges).
+        # Tables stored before feature schema 3 have no ``inputs`` (empty: no known edges),
+        # before schema 5 maybe no ``uncounted`` or ``fused``/``graph``/``batch`` (module
+        # layers, nothing fused, batch 1).
         col = np.concatenate([tables[t][0][c] if c in tables[t][0]
-                              else np.full(lengths[t], "", dtype=object) for t in uniq])[gather]
+                              else np.full(lengths[t], LEGACY_DEFAULTS.get(c, ""), dtype=object)
+                              for t in uniq])[gather]
         if c not in STRING_COLUMNS and col.dtype == object:
             # A model with no layers stores empty object columns; keep numbers numeric.
             col = col.astype(np.int64)
@@ -199,6 +217,10 @@ def _layers_frame(variants: pd.DataFrame, tables: dict) -> pd.DataFrame:
 def _layer_latency_frame(lat: pd.DataFrame) -> pd.DataFrame:
     rows = [json.loads(s) for s in lat["layer"].tolist()]
     feats = pd.DataFrame(rows, columns=LAYER_COLUMNS) if rows else _empty_layers()
+    for c, v in LEGACY_DEFAULTS.items():  # layers stored before schema 5 may lack these
+        if rows:
+            col = feats[c] if c not in STRING_COLUMNS else feats[c].astype(object)
+            feats[c] = col.where(col.notna(), v)
     out = pd.concat([lat[["device", "layer_key", "latency_ms"]].reset_index(drop=True),
                      feats.reset_index(drop=True)], axis=1)
     return out

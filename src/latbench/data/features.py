@@ -19,7 +19,7 @@ functional ops (``mul``, ``flatten``, ``x * 0.0`` …) — they are not branch m
 minimal set keeps tables stable. ``nn.Identity``/``Dropout``/``Flatten`` still give no row
 (a skip edge shows up through the ``add`` that merges it).
 
-MACs (since schema 4) are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+MACs (since schema 5) are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
 (MACs = FLOPs / 2) on the operators each row actually ran, so every convolution (1-, 2-,
 3-D, transposed, grouped), matrix product and attention kernel counts, however it was
 called: a module, a functional ``F.conv2d`` with a module's own ``Parameter``, ``x @ w``,
@@ -50,6 +50,17 @@ their tensor inputs), so a skip connection links the ``add`` to the row before t
 Runtimes that run independent branches at once (TensorFlow's inter-op pool, GPU streams) are
 bound by the longest path of this graph rather than the sum of its rows; the predictors'
 encoders compute such critical paths from it (:mod:`latbench.predictor.encode`).
+
+Since schema 5 a table also says which graph it describes: ``graph`` names it on every row
+(``"torch"`` for this module's leaf layers; ``"onnxruntime:<level>:<provider>"`` for the graph
+an ONNX Runtime session executes, :mod:`latbench.data.executed`), and ``fused`` lists what a
+runtime folded into a row's kernel (``"relu"``, ``"add+relu"``; ``""`` here, where nothing is
+fused), and ``batch`` is the leading (batch) dimension of the row's input, so per-sample
+costs can be told from batched ones. Tables stored before schema 5 load with the columns
+they lack set to :data:`LEGACY_DEFAULTS` (``graph = "torch"``, ``fused = ""``, ``batch = 1``,
+``uncounted = ""``, ``inputs = ""``) and a warning from :func:`latbench.data.load_dataset`
+(schema 4 was written by two lines of development: one added ``uncounted`` and counted MACs
+with ``FlopCounterMode``, the other added ``graph``/``fused``/``batch``; schema 5 has both).
 """
 
 from __future__ import annotations
@@ -78,19 +89,28 @@ __all__ = [
     "parse_inputs",
     "eval_mode",
     "model_dtype_device",
+    "TORCH_GRAPH",
+    "LEGACY_DEFAULTS",
 ]
 
 #: Bumped whenever a column is added, removed or changes meaning; predictors record it.
-FEATURE_SCHEMA_VERSION = 4
-# 2: functional add / concat rows; 3: ``inputs`` (dataflow); 4: MACs of every compute operator
-# (1-D/3-D/transposed convs, functional matmul/conv/attention rows) and ``uncounted``
+FEATURE_SCHEMA_VERSION = 5
+# 2: functional add / concat rows; 3: ``inputs`` (dataflow); 4: (one line of development) MACs
+# of every compute operator (1-D/3-D/transposed convs, functional matmul/conv/attention rows)
+# and ``uncounted``, (another) ``fused``, ``graph``, ``batch``; 5: both
 
 LAYER_COLUMNS = [
     "name", "op", "in_channels", "out_channels", "kernel_h", "kernel_w",
     "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups",
     "bias", "in_h", "in_w", "out_h", "out_w", "macs", "params", "weight_bytes",
-    "act_in_bytes", "act_out_bytes", "inputs", "uncounted",
+    "act_in_bytes", "act_out_bytes", "inputs", "uncounted", "fused", "graph", "batch",
 ]
+
+#: ``graph`` of a table made by :func:`layer_table` (the PyTorch module's leaf layers).
+TORCH_GRAPH = "torch"
+
+#: Values a table stored before schema 5 takes for the columns it lacks.
+LEGACY_DEFAULTS = {"inputs": "", "uncounted": "", "fused": "", "graph": TORCH_GRAPH, "batch": 1}
 
 #: Layer kinds that can be rebuilt and timed on their own (one tensor in, one out): what a
 #: per-layer sweep measures and a lookup table looks up. BatchNorm and activations are left
@@ -99,7 +119,7 @@ LAYER_COLUMNS = [
 MEASURED_ALONE_OPS = ("conv", "dwconv", "linear", "maxpool", "avgpool")
 
 #: The string columns of a layer table (the rest are integers).
-STRING_COLUMNS = ("name", "op", "inputs", "uncounted")
+STRING_COLUMNS = ("name", "op", "inputs", "uncounted", "fused", "graph")
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid,
@@ -191,7 +211,7 @@ def _row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor, op: str) -> 
         dilation_h=1, dilation_w=1, groups=1, bias=0,
         in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=params,
         weight_bytes=weight_bytes, act_in_bytes=x.numel() * x.element_size(),
-        act_out_bytes=y.numel() * y.element_size(),
+        act_out_bytes=y.numel() * y.element_size(), batch=int(x.shape[0]) if x.dim() >= 2 else 1,
     )
     if isinstance(m, nn.modules.conv._ConvNd):
         row.update(_conv_fields(len(m.kernel_size), m.kernel_size, m.stride, m.padding,
@@ -240,6 +260,7 @@ def _functional_row(name: str, op: str, inputs: list[torch.Tensor], y: torch.Ten
         in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, macs=0, params=0, weight_bytes=0,
         act_in_bytes=sum(t.numel() * t.element_size() for t in inputs),
         act_out_bytes=y.numel() * y.element_size(),
+        batch=int(inputs[0].shape[0]) if inputs[0].dim() >= 2 else 1,
     )
 
 
@@ -425,6 +446,7 @@ class _FunctionalOps(TorchFunctionMode):
     def add_row(self, row: dict, inputs: Sequence[torch.Tensor], out: object) -> None:
         row["inputs"] = ",".join(str(i) for i in sorted(self.sources(inputs)))
         row.setdefault("uncounted", "")
+        row["fused"], row["graph"] = "", TORCH_GRAPH
         self.produced(out, frozenset({len(self.rows)}))
         self.rows.append(row)
 
@@ -508,7 +530,8 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
         groups as integers, ``macs`` (multiply–accumulates, counted by torch's
         ``FlopCounterMode``), ``params`` and bytes; ``inputs``: the rows whose outputs this
         row consumed; ``uncounted``: compute operators of the row no formula counted (see
-        the module notes).
+        the module notes); ``graph`` (``"torch"``), ``fused`` (``""``) and ``batch`` (the
+        leading dimension of the row's input).
     """
     rows: list[dict] = []
     handles = []
@@ -554,7 +577,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
         rest -= sum(int(r["macs"]) for r in rows)
         if rest > 0:  # nothing should run outside the rows; if it did, it is still counted
             row = _functional_row(mode.synthetic_name("other"), "other", [x], x)
-            row.update(macs=rest, inputs="", uncounted="")
+            row.update(macs=rest, inputs="", uncounted="", fused="", graph=TORCH_GRAPH)
             rows.append(row)
     finally:
         for h in handles:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,10 @@ from latbench.measure.spec import DeviceInfo
 from latbench.data.features import LAYER_COLUMNS, STRING_COLUMNS, layer_table, parse_inputs
 from latbench.data.store import IMPORTED_RUNTIME, Store, default_content_hash, encode_layer_columns
 from latbench.exceptions import UserInputError
-from latbench.models.nb201 import InferCell, build_nb201, live_edges, parse_arch
+from latbench.models.nb201 import InferCell, build_nb201, cell_edges, parse_arch
 
-__all__ = ["NB201_INPUT_SHAPE", "NB201Featurizer", "ImportResult", "import_nb201", "read_nb201_csv"]
+__all__ = ["NB201_INPUT_SHAPE", "NB201Featurizer", "ImportResult", "DeviceImport", "import_nb201",
+           "read_nb201_csv", "parse_latency_columns", "SPEC_PREFIX"]
 
 NB201_INPUT_SHAPE = (1, 3, 32, 32)
 
@@ -79,7 +80,7 @@ def _rename(cols: _Columns, prefix: str) -> _Columns:
 
 
 class NB201Featurizer:
-    """Per-layer tables of NAS-Bench-201 networks at input 1×3×32×32, fast and exact.
+    """Per-layer tables of NAS-Bench-201 networks at input B×3×32×32, fast and exact.
 
     Parameters
     ----------
@@ -88,33 +89,50 @@ class NB201Featurizer:
         the reference) instead of assembling it from precomputed parts.
     cache : bool
         Keep each table for later calls (off when the caller keeps its own, to save memory).
+    edges : {"live", "all"}
+        Which build to describe (:mod:`latbench.models.nb201`): ``"live"`` (dead and
+        ``none`` edges removed, as LatBench's TensorFlow builds) or ``"all"`` (the reference
+        code's graph: all six edges, ``none`` as a zeroing op that runs).
+    batch : int
+        Input batch size B.
 
     Notes
     -----
-    Tables are cached by the architecture's live edges (architectures that differ only in
-    dead edges build the same network). The cache is per instance.
+    Tables are cached by the edges the cells hold (under ``"live"``, architectures that
+    differ only in dead edges build the same network). The cache is per instance.
+
+    Raises
+    ------
+    UserInputError
+        For an unknown convention or a batch size below 1.
     """
 
-    def __init__(self, *, exact: bool = False, cache: bool = True) -> None:
+    def __init__(self, *, exact: bool = False, cache: bool = True, edges: str = "live",
+                 batch: int = 1) -> None:
+        cell_edges([], edges)  # validates the convention
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise UserInputError(f"--batch must be a positive integer, got {batch!r}")
         self.exact = exact
         self.cache = cache
+        self.edges = edges
+        self.batch = batch
+        self.input_shape = (batch, *NB201_INPUT_SHAPE[1:])
         self._cache: dict[tuple[tuple[str, int, int], ...], pd.DataFrame] = {}
         self._dtypes: dict[str, object] = {}
         self._parts: tuple[list[tuple[str, object]], dict[tuple[str, tuple[int, ...]], _Columns]] | None = None
 
-    @staticmethod
-    def cell_key(arch: str) -> tuple[tuple[str, int, int], ...]:
-        """The live edges of ``arch``: architectures with equal keys have equal networks.
+    def cell_key(self, arch: str) -> tuple[tuple[str, int, int], ...]:
+        """The edges a cell of ``arch`` holds: architectures with equal keys build equal networks.
 
         Raises
         ------
         UserInputError
             If ``arch`` is not a NAS-Bench-201 architecture string.
         """
-        return tuple(live_edges(parse_arch(arch)))
+        return tuple(cell_edges(parse_arch(arch), self.edges))
 
     def table(self, arch: str) -> pd.DataFrame:
-        """The layer table of ``build_nb201(arch)`` at 1×3×32×32 (do not modify: it is cached).
+        """The layer table of ``build_nb201(arch, edges=self.edges)`` (do not modify: it is cached).
 
         Raises
         ------
@@ -134,7 +152,7 @@ class NB201Featurizer:
         return hit
 
     def columns(self, key: tuple[tuple[str, int, int], ...]) -> dict[str, np.ndarray]:
-        """The layer table of the network with live edges ``key`` as column → array (not cached).
+        """The layer table of the network with cell edges ``key`` as column → array (not cached).
 
         Strings are object arrays and numbers int64: the input of
         :func:`latbench.data.store.encode_layer_columns`, cheaper than a DataFrame.
@@ -144,14 +162,13 @@ class NB201Featurizer:
         with _one_thread():
             return self._assemble(key)
 
-    @staticmethod
-    def _exact_from_key(key: tuple[tuple[str, int, int], ...]) -> pd.DataFrame:
-        # Any architecture with these live edges builds this network; write one down.
+    def _exact_from_key(self, key: tuple[tuple[str, int, int], ...]) -> pd.DataFrame:
+        # Any architecture whose cells hold these edges builds this network; write one down.
         ops = {(s, d): op for op, s, d in key}
         groups = ["|" + "|".join(f"{ops.get((s, d), 'none')}~{s}" for s in range(d)) + "|"
                   for d in (1, 2, 3)]
         with _one_thread():
-            return NB201Featurizer._exact("+".join(groups))
+            return self._exact("+".join(groups))
 
     def frame(self, columns: dict[str, np.ndarray]) -> pd.DataFrame:
         """A DataFrame with :func:`layer_table`'s columns and dtypes from :meth:`columns`' output."""
@@ -161,12 +178,12 @@ class NB201Featurizer:
         return len(self._cache)
 
     # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _exact(arch: str) -> pd.DataFrame:
-        return layer_table(build_nb201(arch), NB201_INPUT_SHAPE)
+    def _exact(self, arch: str) -> pd.DataFrame:
+        return layer_table(build_nb201(arch, edges=self.edges), self.input_shape)
 
     def _prepare(self) -> None:
-        net = build_nb201(_EMPTY_ARCH)
+        # The skeleton: cells without a single edge (they pass their input through).
+        net = build_nb201(_EMPTY_ARCH, edges="live")
         cell_shapes: dict[int, tuple[int, ...]] = {}
         handles = []
         for i, block in enumerate(net.cells):
@@ -174,7 +191,7 @@ class NB201Featurizer:
                 handles.append(block.register_forward_pre_hook(
                     lambda mod, inp, _i=i: cell_shapes.__setitem__(_i, tuple(inp[0].shape))))
         try:
-            skeleton = layer_table(net, NB201_INPUT_SHAPE)
+            skeleton = layer_table(net, self.input_shape)
         finally:
             for h in handles:
                 h.remove()
@@ -202,7 +219,7 @@ class NB201Featurizer:
 
         ops: dict[tuple[str, tuple[int, ...]], _Columns] = {}
         for shape in set(cell_shapes.values()):
-            for op in ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"):
+            for op in ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"):
                 # One-edge cell: the op's leaf modules are named "ops.0" or "ops.0.<k>".
                 t = layer_table(InferCell([(op, 0, 1)], shape[1]), shape)
                 cols = _frame_to_columns(t)
@@ -288,24 +305,53 @@ class NB201Featurizer:
 
 # --------------------------------------------------------------------------- the import
 @dataclass(frozen=True)
+class DeviceImport:
+    """What an import wrote for one latency column.
+
+    Attributes
+    ----------
+    device : str
+        The imported device's name in the store.
+    column : str
+        The CSV column its latencies came from.
+    imported, skipped, invalid : int
+        Measurements written now; rows already stored for this device; rows without a
+        positive latency in the column.
+    """
+
+    device: str
+    column: str
+    imported: int
+    skipped: int
+    invalid: int
+
+
+@dataclass(frozen=True)
 class ImportResult:
     """What :func:`import_nb201` did.
 
     Attributes
     ----------
+    device : str
+        The device name (several are joined by ``","``).
     rows : int
         CSV rows considered (after ``limit``).
     imported : int
-        Measurements written now.
+        Measurements written now (all devices).
     skipped : int
-        Rows already in the store for this device (a rerun skips them).
+        Rows already in the store for their device (a rerun skips them).
     invalid : int
-        Rows without a positive latency in the chosen column (not imported).
+        Rows without a positive latency in the chosen column(s) (not imported).
     layer_tables : int
-        Distinct networks (sets of live edges) featurised now (several may share one stored
-        table).
+        Distinct networks featurised now (several may share one stored table).
     seconds : float
         Wall time of the import.
+    edges : str
+        The build the layer tables describe (``"live"`` or ``"all"``).
+    input_shape : list of int
+        The input shape of every variant (B×3×32×32).
+    devices : list of DeviceImport
+        One entry per latency column.
     """
 
     device: str
@@ -315,6 +361,80 @@ class ImportResult:
     invalid: int
     layer_tables: int
     seconds: float
+    edges: str = "live"
+    input_shape: tuple[int, ...] = NB201_INPUT_SHAPE
+    devices: tuple[DeviceImport, ...] = ()
+
+
+def parse_latency_columns(columns: str | Sequence[str], device: str | None = None) -> list[tuple[str, str]]:
+    """``COL`` / ``COL=DEVICE`` spellings → ``(column, device)`` pairs.
+
+    A column without ``=DEVICE`` names its device after itself less a trailing ``_ms``;
+    ``device`` (the ``--device`` option) names the device of a single column instead.
+
+    Raises
+    ------
+    UserInputError
+        If no column is given, a name is empty, ``device`` is given with several columns or
+        contradicts ``COL=DEVICE``, or two columns would fill the same device.
+    """
+    specs = [columns] if isinstance(columns, str) else list(columns)
+    if not specs:
+        raise UserInputError("give at least one --latency-column COL[=DEVICE]")
+    if device is not None and len(specs) > 1:
+        raise UserInputError("--device names the device of a single --latency-column; with "
+                             "several columns write each as COL=DEVICE (or leave the default name)")
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        col, sep, dev = (str(spec).partition("=") if "=" in str(spec) else (str(spec), "", ""))
+        col, dev = col.strip(), dev.strip()
+        if not col or (sep and not dev):
+            raise UserInputError(f"bad --latency-column {spec!r}: write COL or COL=DEVICE")
+        if device is not None:
+            if sep and dev != device:
+                raise UserInputError(f"--latency-column {spec!r} names device {dev!r} but --device "
+                                     f"says {device!r}; give one of them")
+            dev = device
+        if not dev:
+            dev = col[:-3] if col.endswith("_ms") and len(col) > 3 else col
+        out.append((col, dev))
+    seen: dict[str, str] = {}
+    for col, dev in out:
+        if dev in seen:
+            raise UserInputError(f"columns {seen[dev]!r} and {col!r} would both fill device {dev!r}; "
+                                 "name the devices with COL=DEVICE")
+        seen[dev] = col
+    return out
+
+
+def _read_columns(csv_path: str | Path, columns: Sequence[str], limit: int | None) -> pd.DataFrame:
+    p = Path(csv_path)
+    if limit is not None and limit <= 0:
+        raise UserInputError(f"--limit must be positive, got {limit}")
+    if not p.is_file():
+        raise UserInputError(f"CSV file {str(p)!r} does not exist")
+    try:
+        df = pd.read_csv(p, nrows=limit, dtype={"arch": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read {str(p)!r} as CSV: {str(exc).strip()}") from None
+    missing = [c for c in ("arch", *columns) if c not in df.columns]
+    if missing:
+        raise UserInputError(
+            f"{str(p)!r} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
+            f"{', '.join(map(str, df.columns))}"
+        )
+    out = {"arch": df["arch"].astype(str).str.strip()}
+    for col in columns:
+        lat = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col].notna() & lat.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise UserInputError(
+                f"{str(p)!r} row {i + 2}: latency {df[col].iloc[i]!r} in column "
+                f"{col!r} is not a number (give the column of latencies in ms)"
+            )
+        out[col] = lat.where(lat > 0)
+    return pd.DataFrame(out)
 
 
 def read_nb201_csv(csv_path: str | Path, latency_column: str, limit: int | None = None) -> pd.DataFrame:
@@ -331,62 +451,56 @@ def read_nb201_csv(csv_path: str | Path, latency_column: str, limit: int | None 
         If the file is missing or not a CSV, a column is missing (the message lists the
         columns that exist), a latency is not a number, or ``limit`` is not positive.
     """
-    p = Path(csv_path)
-    if limit is not None and limit <= 0:
-        raise UserInputError(f"--limit must be positive, got {limit}")
-    if not p.is_file():
-        raise UserInputError(f"CSV file {str(p)!r} does not exist")
-    try:
-        df = pd.read_csv(p, nrows=limit, dtype={"arch": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read {str(p)!r} as CSV: {str(exc).strip()}") from None
-    missing = [c for c in ("arch", latency_column) if c not in df.columns]
-    if missing:
-        raise UserInputError(
-            f"{str(p)!r} has no column {', '.join(repr(c) for c in missing)}; its columns are: "
-            f"{', '.join(map(str, df.columns))}"
-        )
-    lat = pd.to_numeric(df[latency_column], errors="coerce")
-    bad = df[latency_column].notna() & lat.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UserInputError(
-            f"{str(p)!r} row {i + 2}: latency {df[latency_column].iloc[i]!r} in column "
-            f"{latency_column!r} is not a number (give the column of latencies in ms)"
-        )
-    lat = lat.where(lat > 0)
-    return pd.DataFrame({"arch": df["arch"].astype(str).str.strip(), "latency_ms": lat})
+    df = _read_columns(csv_path, [latency_column], limit)
+    return pd.DataFrame({"arch": df["arch"], "latency_ms": df[latency_column]})
+
+
+#: MODEL spec prefix of each edge convention (``latbench.models.resolve_model`` builds them).
+SPEC_PREFIX = {"live": "nb201:", "all": "nb201-all:"}
 
 
 def import_nb201(
     csv_path: str | Path,
     *,
-    latency_column: str,
-    device: str,
+    latency_column: str | Sequence[str],
+    device: str | None = None,
     db_path: str | Path,
     limit: int | None = None,
     exact: bool = False,
+    edges: str = "live",
+    batch: int = 1,
     batch_size: int = 500,
     progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Import published NAS-Bench-201 latencies into the store at ``db_path``.
 
+    Each architecture is featurised once and its variant (``nb201:<arch>`` for the ``live``
+    build, ``nb201-all:<arch>`` for the ``all`` build, input B×3×32×32) gets one imported
+    measurement per latency column.
+
     Parameters
     ----------
     csv_path : path
-        A CSV with an ``arch`` column (NAS-Bench-201 architecture strings) and a latency
-        column in milliseconds.
-    latency_column : str
-        The column holding the latencies, in ms.
-    device : str
-        Name of the device in the store; it is recorded with kind ``"imported"`` and info
-        noting the file and column.
+        A CSV with an ``arch`` column (NAS-Bench-201 architecture strings) and latency
+        columns in milliseconds.
+    latency_column : str or sequence of str
+        The column(s) of latencies in ms, each ``COL`` or ``COL=DEVICE``
+        (:func:`parse_latency_columns`).
+    device : str, optional
+        Name of the device of a single column (default: the column less ``_ms``). Devices are
+        recorded with kind ``"imported"`` and info noting the file, column and build.
     db_path : path
         The latency database (created if missing).
     limit : int, optional
         Import only the first ``limit`` rows.
     exact : bool
         Featurise each network by building it (slow reference path, see the module notes).
+    edges : {"live", "all"}
+        The build that was measured (:mod:`latbench.models.nb201`; README: "Which build did a
+        publisher measure?"): ``"live"`` — dead-code-eliminated (LatBench/BRP-NAS);
+        ``"all"`` — the reference code's graph, every edge present (HELP, HW-NAS-Bench).
+    batch : int
+        Input batch size of the measurements.
     batch_size : int
         Rows written per transaction; a kill loses at most one batch, and a rerun resumes.
     progress : callable, optional
@@ -399,68 +513,84 @@ def import_nb201(
     Raises
     ------
     UserInputError
-        Bad CSV, missing column, bad architecture string (with its row), or a device name
-        already used for other data.
+        Bad CSV, missing column, bad architecture string (with its row), bad convention or
+        batch, or a device name already used for other data.
     StoreError
         If the database cannot be opened or written.
     """
     t0 = time.perf_counter()
-    rows = read_nb201_csv(csv_path, latency_column, limit)
+    pairs = parse_latency_columns(latency_column, device)
+    feat = NB201Featurizer(exact=exact, cache=False, edges=edges, batch=batch)  # table_ids is the cache
+    rows = _read_columns(csv_path, [c for c, _ in pairs], limit)
     path = Path(csv_path)
     source = f"imported:{path.name}"
-    fingerprint = f"{path.name}:{latency_column}"
-    info = DeviceInfo(name=device, kind="imported", model=latency_column, fingerprint=fingerprint,
-                      state={"source_file": str(path.resolve()), "latency_column": latency_column,
-                             "unit": "ms"})
-    feat = NB201Featurizer(exact=exact, cache=False)  # table_ids below is the cache
+    shape = feat.input_shape
+    prefix = SPEC_PREFIX[edges]
+    # The LatBench default (live build, batch 1) keeps the fingerprint earlier imports wrote.
+    build = "" if (edges, batch) == ("live", 1) else f":edges={edges}:batch={batch}"
     total = len(rows)
-    imported = skipped = invalid = 0
+    archs = rows["arch"].tolist()
+    counts = {dev: [0, 0, 0] for _, dev in pairs}  # imported, skipped, invalid
     with Store(db_path) as store:
-        old = store.device_info(device)
-        if old is not None and old["kind"] == "imported" and old["fingerprint"] != fingerprint:
-            raise UserInputError(
-                f"device {device!r} already holds latencies imported from {old['fingerprint']!r}, "
-                f"not {fingerprint!r}; choose another --device name"
-            )
-        device_id = store.add_device(info, profile={"imported_from": str(path.resolve()),
-                                                    "latency_column": latency_column})
-        done_hashes = store.measured_hashes(device, runtime=IMPORTED_RUNTIME)
+        devs = []
+        for col, dev in pairs:
+            fingerprint = f"{path.name}:{col}{build}"
+            old = store.device_info(dev)
+            if old is not None and old["kind"] == "imported" and old["fingerprint"] != fingerprint:
+                raise UserInputError(
+                    f"device {dev!r} already holds latencies imported from {old['fingerprint']!r}, "
+                    f"not {fingerprint!r}; choose another --device name"
+                    + (" (write the column as COL=DEVICE)" if len(pairs) > 1 else ""))
+            info = DeviceInfo(name=dev, kind="imported", model=col, fingerprint=fingerprint,
+                              state={"source_file": str(path.resolve()), "latency_column": col,
+                                     "unit": "ms", "edges": edges, "batch": batch})
+            dev_id = store.add_device(info, profile={"imported_from": str(path.resolve()),
+                                                     "latency_column": col, "edges": edges,
+                                                     "batch": batch})
+            lats = rows[col].tolist()
+            devs.append((dev, dev_id, lats, store.measured_hashes(dev, runtime=IMPORTED_RUNTIME)))
         table_ids: dict[tuple[tuple[str, int, int], ...], int] = {}
-        archs = rows["arch"].tolist()
-        lats = rows["latency_ms"].tolist()
         for start in range(0, total, max(1, batch_size)):
             with store.transaction():
                 for i in range(start, min(total, start + max(1, batch_size))):
-                    arch, lat = archs[i], lats[i]
-                    spec = "nb201:" + arch
+                    arch = archs[i]
+                    spec = prefix + arch
                     try:
                         key = feat.cell_key(arch)
                     except UserInputError as exc:
                         raise UserInputError(f"{str(path)!r} row {i + 2}: {exc}") from None
                     chash = default_content_hash(spec)
-                    if lat is None or (isinstance(lat, float) and math.isnan(lat)):
-                        invalid += 1
-                    elif chash in done_hashes:
-                        skipped += 1
-                    else:
-                        tid = table_ids.get(key)
-                        if tid is None:
-                            # Hash first: networks may share a stored table, and only new
-                            # ones need a DataFrame and features.
-                            cols = feat.columns(key)
-                            encoded = encode_layer_columns(cols)
-                            tid = store.layer_table_id(encoded[1])
+                    vid = None
+                    for dev, dev_id, lats, done_hashes in devs:
+                        lat = lats[i]
+                        if lat is None or (isinstance(lat, float) and math.isnan(lat)):
+                            counts[dev][2] += 1
+                            continue
+                        if chash in done_hashes:
+                            counts[dev][1] += 1
+                            continue
+                        if vid is None:
+                            tid = table_ids.get(key)
                             if tid is None:
-                                tid = store.add_layer_table(feat.frame(cols), encoded=encoded)
-                            table_ids[key] = tid
-                        vid = store.add_variant(spec, NB201_INPUT_SHAPE, tid, method="none",
-                                                content_hash=chash)
-                        store.add_imported_measurement(vid, device_id, lat, device_name=device,
-                                                       input_shape=NB201_INPUT_SHAPE,
-                                                       content_hash=chash, source=source)
+                                # Hash first: networks may share a stored table, and only new
+                                # ones need a DataFrame and features.
+                                cols = feat.columns(key)
+                                encoded = encode_layer_columns(cols)
+                                tid = store.layer_table_id(encoded[1])
+                                if tid is None:
+                                    tid = store.add_layer_table(feat.frame(cols), encoded=encoded)
+                                table_ids[key] = tid
+                            vid = store.add_variant(spec, shape, tid, method="none", content_hash=chash)
+                        store.add_imported_measurement(vid, dev_id, lat, device_name=dev,
+                                                       input_shape=shape, content_hash=chash,
+                                                       source=source)
                         done_hashes.add(chash)
-                        imported += 1
+                        counts[dev][0] += 1
                     if progress is not None:
                         progress(i + 1, total)
-    return ImportResult(device=device, rows=total, imported=imported, skipped=skipped,
-                        invalid=invalid, layer_tables=len(table_ids), seconds=time.perf_counter() - t0)
+    per = tuple(DeviceImport(dev, col, *counts[dev]) for col, dev in pairs)
+    return ImportResult(device=",".join(d for _, d in pairs), rows=total,
+                        imported=sum(d.imported for d in per), skipped=sum(d.skipped for d in per),
+                        invalid=sum(d.invalid for d in per), layer_tables=len(table_ids),
+                        seconds=time.perf_counter() - t0, edges=edges, input_shape=tuple(shape),
+                        devices=per)

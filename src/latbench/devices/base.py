@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from latbench.artifact import Artifact
 from latbench.exceptions import UserInputError
@@ -258,6 +259,28 @@ class Device(ABC):
         DeviceError
             If the device cannot be reached or the run fails.
         """
+
+    def executed_graph(self, artifact: Artifact, out_path: str | Path, *,
+                       threads: int | None = None) -> str | None:
+        """Write the graph this device's runtime executes for ``artifact`` to ``out_path``.
+
+        The graph is what the runtime runs after its own rewrites (batch norms folded,
+        activations fused, layout changes): :func:`latbench.data.executed.onnx_graph_table`
+        reads it into a layer table. Devices whose runtime does not expose it return
+        ``None`` (the default), and their tables stay the PyTorch module's.
+
+        Returns
+        -------
+        str or None
+            The graph's label for the ``graph`` column of layer tables (e.g.
+            ``"onnxruntime:all:CPUExecutionProvider"``), or ``None``.
+
+        Raises
+        ------
+        DeviceError
+            If the runtime cannot load the artifact.
+        """
+        return None
 
     def profile_ops(self, artifact: Artifact, spec: BenchSpec) -> "OpProfile":
         """Time every operator of ``artifact`` in one run of ``spec.repeats`` inferences.

@@ -217,6 +217,19 @@ class CpuDevice(Device):
         """The onnxruntime ``SessionOptions`` used for ``threads`` intra-op threads."""
         return session_options(threads, self.graph_optimization)
 
+    def executed_graph(self, artifact: Artifact, out_path: str | Path, *,
+                       threads: int | None = None) -> str | None:
+        """Have onnxruntime write the graph it executes at this device's optimisation level
+        (``SessionOptions.optimized_model_filepath``); return its label."""
+        from latbench.data.executed import ort_graph_label
+
+        self.check_format(artifact)
+        n = self.runtime_identity(threads).threads
+        open_session(artifact.path, session_options(n, self.graph_optimization,
+                                                    optimized_model_path=out_path),
+                     [self.provider], what="onnxruntime")
+        return ort_graph_label(self.graph_optimization, self.provider)
+
     def measure(self, artifact: Artifact, spec: BenchSpec, *,
                 progress: Callable[[int, int], None] | None = None,
                 sampling: Sampling | None = None) -> Measurement:

@@ -288,7 +288,8 @@ class CudaDevice(Device):
         )
 
     # ---------------------------------------------------------------- measuring
-    def _session(self, artifact: Artifact, threads: int) -> Any:
+    def _session(self, artifact: Artifact, threads: int,
+                 optimized_model_path: str | Path | None = None) -> Any:
         try:
             # Loading torch first lets onnxruntime's CUDA provider find the CUDA/cuDNN
             # libraries of torch's nvidia-* wheels (onnxruntime's documented way; its
@@ -299,14 +300,25 @@ class CudaDevice(Device):
         # The CPU provider stays as a fallback for the few nodes CUDA lacks (ORT's own
         # behaviour); what must not happen is CUDA failing and everything running on CPU.
         providers = [(ORT_PROVIDER, {"device_id": self.device_id}), "CPUExecutionProvider"]
-        session = open_session(artifact.path, session_options(threads, self.graph_optimization),
-                               providers, what="onnxruntime-cuda")
+        session = open_session(artifact.path, session_options(
+            threads, self.graph_optimization, optimized_model_path=optimized_model_path),
+            providers, what="onnxruntime-cuda")
         if session.get_providers()[0] != ORT_PROVIDER:
             raise DeviceError(
                 f"cuda not available: onnxruntime fell back to {session.get_providers()} "
                 "(CUDA or cuDNN libraries missing or mismatched; see onnxruntime's CUDA requirements)"
             )
         return session
+
+    def executed_graph(self, artifact: Artifact, out_path: str | Path, *,
+                       threads: int | None = None) -> str | None:
+        """Have onnxruntime write the graph its CUDA provider executes at this device's
+        optimisation level; return its label."""
+        from latbench.data.executed import ort_graph_label
+
+        self.check_format(artifact)
+        self._session(artifact, self.runtime_identity(threads).threads, optimized_model_path=out_path)
+        return ort_graph_label(self.graph_optimization, ORT_PROVIDER)
 
     def measure(self, artifact: Artifact, spec: BenchSpec, *,
                 progress: Callable[[int, int], None] | None = None,

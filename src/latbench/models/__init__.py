@@ -4,7 +4,9 @@ Accepted spellings:
 
 * a torchvision classification model name (``resnet18``, ``vgg11``, ``mobilenet_v2``, ...),
   randomly initialised — nothing is downloaded;
-* ``nb201:<arch string>`` — the NAS-Bench-201 network (see :mod:`latbench.models.nb201`);
+* ``nb201:<arch string>`` — the NAS-Bench-201 network with its dead edges removed, and
+  ``nb201-all:<arch string>`` — the same architecture as the NAS-Bench-201 reference code
+  builds it, every edge present (see :mod:`latbench.models.nb201`);
 * ``digits`` or ``digits:WIDTH`` — the small CNN of :mod:`latbench.models.digits`, trained
   here (seeded, a few seconds) on scikit-learn's digits at 32×32, one input channel;
 * a path to a ``torch.save``-d ``nn.Module`` (read without running code from it unless
@@ -23,8 +25,8 @@ from latbench.exceptions import UserInputError
 from latbench.models._check import check_input_shape, input_checked, shape_text
 from latbench.registry import suggest
 
-__all__ = ["resolve_model", "default_input_shape", "torchvision_names", "check_input_shape",
-           "input_checked", "shape_text"]
+__all__ = ["resolve_model", "default_input_shape", "torchvision_names", "NB201_SPECS",
+           "check_input_shape", "input_checked", "shape_text"]
 
 
 def torchvision_names() -> list[str]:
@@ -38,7 +40,12 @@ def default_input_shape(spec: str) -> tuple[int, int, int, int]:
     """The natural input shape for a MODEL spelling (NB201: 32×32, digits: 1×32×32, else 224×224)."""
     if _is_digits(spec):
         return (1, 1, 32, 32)
-    return (1, 3, 32, 32) if spec.startswith("nb201:") else (1, 3, 224, 224)
+    return (1, 3, 32, 32) if spec.startswith(NB201_PREFIXES) else (1, 3, 224, 224)
+
+
+#: MODEL prefixes of the NAS-Bench-201 builds → their edge convention.
+NB201_SPECS = {"nb201:": "live", "nb201-all:": "all"}
+NB201_PREFIXES = tuple(NB201_SPECS)
 
 
 def _is_digits(spec: str) -> bool:
@@ -61,7 +68,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = Fa
     Parameters
     ----------
     spec : str or nn.Module
-        A torchvision model name, ``nb201:<arch>``, ``digits[:WIDTH]``, a path to a ``torch.save``-d module, or
+        A torchvision model name, ``nb201:<arch>`` / ``nb201-all:<arch>``, ``digits[:WIDTH]``, a
+        path to a ``torch.save``-d module, or
         ``NAME@PATH``: the architecture ``NAME`` (either of the first two spellings) with
         the state dict saved at ``PATH`` (``torch.save(model.state_dict(), PATH)``; a
         checkpoint dict holding it under ``state_dict`` or ``model_state_dict`` also
@@ -91,12 +99,13 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = Fa
                                 trust_file)
     if _is_digits(spec):
         return _digits_model(spec, seed)
-    if spec.startswith("nb201:"):
-        from latbench.models.nb201 import build_nb201
+    for prefix, edges in NB201_SPECS.items():
+        if spec.startswith(prefix):
+            from latbench.models.nb201 import build_nb201
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_nb201(spec[len("nb201:"):])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return build_nb201(spec[len(prefix):], edges=edges)
     if path.suffix in {".pt", ".pth"} or path.exists():
         if not path.is_file():
             raise UserInputError(f"model file {spec!r} does not exist")
@@ -117,7 +126,8 @@ def resolve_model(spec: str | nn.Module, *, seed: int = 0, trust_file: bool = Fa
     if spec not in names:
         raise UserInputError(
             f"unknown model {spec!r}{suggest(spec, names)}; give a torchvision model name, "
-            "nb201:<arch string>, a path to a torch.save-d module, or NAME@STATE_DICT.pt"
+            "nb201:<arch string> (nb201-all:<arch string> for the reference code's graph), a "
+            "path to a torch.save-d module, or NAME@STATE_DICT.pt"
         )
     import torchvision.models as tvm
 

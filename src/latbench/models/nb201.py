@@ -1,10 +1,18 @@
 """The NAS-Bench-201 network (TinyNetwork C=16, N=5) built from an architecture string.
 
 The cell is a DAG on 4 nodes; ``|op~i|`` in the j-th ``+``-separated group is the
-operation on edge i→j. Edges that cannot influence the cell output (their source is
-unreachable from the input or their target cannot reach the output) are not built:
-the function is unchanged, and the built network — like a compiled TFLite or ONNX
-graph after dead-code elimination — holds only the layers that actually run.
+operation on edge i→j. Two builds of the same architecture exist, because publishers of
+latency tables measured both:
+
+* ``edges="live"`` (the default): edges that cannot influence the cell output (their
+  source is unreachable from the input or their target cannot reach the output) and
+  ``none`` edges are not built. The function is unchanged, and the network — like a
+  compiled TFLite or ONNX graph after dead-code elimination — holds only the layers that
+  actually run. LatBench (BRP-NAS) measured this build.
+* ``edges="all"``: the graph of the NAS-Bench-201 reference code (``xautodl``'s
+  ``InferCell``): every one of the six edges is built, ``none`` is a :class:`Zero` module
+  (``x * 0``) that runs, and an operation whose input can only be zero still runs. HELP and
+  HW-NAS-Bench measured this build.
 """
 
 from __future__ import annotations
@@ -14,9 +22,13 @@ from torch import nn
 
 from latbench.exceptions import UserInputError
 
-__all__ = ["OPS", "parse_arch", "live_edges", "build_nb201", "TinyNetwork"]
+__all__ = ["OPS", "EDGE_CONVENTIONS", "parse_arch", "live_edges", "cell_edges", "build_nb201",
+           "TinyNetwork", "Zero"]
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+#: The two builds of an architecture (see the module notes).
+EDGE_CONVENTIONS = ("live", "all")
 
 
 def parse_arch(arch: str) -> list[tuple[str, int, int]]:
@@ -62,6 +74,30 @@ def live_edges(edges: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
     return [e for e in real if e[1] in forward and e[2] in backward]
 
 
+def cell_edges(edges: list[tuple[str, int, int]], convention: str = "live") -> list[tuple[str, int, int]]:
+    """The edges a cell builds under ``convention`` (``"live"`` or ``"all"``).
+
+    Raises
+    ------
+    UserInputError
+        If ``convention`` is neither.
+    """
+    if convention == "live":
+        return live_edges(edges)
+    if convention == "all":
+        return list(edges)
+    raise UserInputError(f"unknown edge convention {convention!r}: choose one of "
+                         f"{', '.join(EDGE_CONVENTIONS)} (live: dead edges removed, as LatBench "
+                         "built; all: the NAS-Bench-201 reference code's graph)")
+
+
+class Zero(nn.Module):
+    """The reference code's ``none`` operation: ``x * 0``, a kernel that runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
         super().__init__(
@@ -72,6 +108,8 @@ class ReLUConvBN(nn.Sequential):
 
 
 def _make_op(op: str, c: int) -> nn.Module:
+    if op == "none":
+        return Zero()
     if op == "skip_connect":
         return nn.Identity()
     if op == "nor_conv_1x1":
@@ -84,7 +122,11 @@ def _make_op(op: str, c: int) -> nn.Module:
 
 
 class InferCell(nn.Module):
-    """One NAS-Bench-201 cell holding only its live edges."""
+    """One NAS-Bench-201 cell holding the edges it is given (its live edges, or all six).
+
+    A node is the sum of its incoming edges' outputs, added in edge order, as the reference
+    code does (its ``sum`` also adds a python ``0`` first, which is no tensor operation).
+    """
 
     def __init__(self, edges: list[tuple[str, int, int]], c: int) -> None:
         super().__init__()
@@ -119,10 +161,12 @@ class ResNetBasicBlock(nn.Module):
 class TinyNetwork(nn.Module):
     """NAS-Bench-201's CIFAR network: 3 stages of N cells at C, 2C, 4C channels."""
 
-    def __init__(self, arch: str, c: int = 16, n: int = 5, num_classes: int = 10) -> None:
+    def __init__(self, arch: str, c: int = 16, n: int = 5, num_classes: int = 10,
+                 edges: str = "live") -> None:
         super().__init__()
         self.arch = arch
-        edges = live_edges(parse_arch(arch))
+        self.edge_convention = edges
+        edges = cell_edges(parse_arch(arch), edges)
         self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         cells: list[nn.Module] = []
         channels = c
@@ -141,6 +185,19 @@ class TinyNetwork(nn.Module):
         return self.classifier(torch.flatten(self.global_pooling(x), 1))
 
 
-def build_nb201(arch: str, *, c: int = 16, n: int = 5, num_classes: int = 10) -> TinyNetwork:
-    """Build the standard NAS-Bench-201 network for ``arch`` (input 1×3×32×32), in eval mode."""
-    return TinyNetwork(arch, c=c, n=n, num_classes=num_classes).eval()
+def build_nb201(arch: str, *, c: int = 16, n: int = 5, num_classes: int = 10,
+                edges: str = "live") -> TinyNetwork:
+    """Build the standard NAS-Bench-201 network for ``arch`` (input B×3×32×32), in eval mode.
+
+    Parameters
+    ----------
+    edges : {"live", "all"}
+        Which edges the cells hold (see the module notes): ``"live"`` prunes dead and
+        ``none`` edges; ``"all"`` is the reference code's graph.
+
+    Raises
+    ------
+    UserInputError
+        For a bad architecture string or convention.
+    """
+    return TinyNetwork(arch, c=c, n=n, num_classes=num_classes, edges=edges).eval()

@@ -161,7 +161,7 @@ def predictor_node(pred: Any, writer: _Writer, where: str) -> dict:
         raise FileFormatError(f"{where} is a {name}; only predictors defined in "
                               "latbench.predictor can be saved and loaded back")
     return {"class": name,
-            "params": writer.encode(pred.get_params(deep=False), f"{where} parameter"),
+            "params": writer.encode(pred._saved_params(), f"{where} parameter"),
             "state": writer.encode(pred._get_state(), f"{where} attribute")}
 
 

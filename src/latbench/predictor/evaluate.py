@@ -6,7 +6,7 @@ Everything here works on a :class:`latbench.data.dataset.Dataset` and returns da
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -33,7 +33,14 @@ __all__ = [
     "MIN_TEST_MEASUREMENTS",
     "MIN_TRAIN_MEASUREMENTS",
     "small_data_notes",
+    "device_features",
+    "evaluate_transfer",
+    "train_transfer",
+    "TRANSFER_KINDS",
 ]
+
+#: Predictor kinds ``--source-devices`` works with (the kind of the source devices' models).
+TRANSFER_KINDS = ("gbm",)
 
 #: Fewer test measurements than this and the metrics say little: ±10 % moves in steps of a
 #: tenth or more, and R² and the rank correlations of a handful of points swing between
@@ -117,11 +124,16 @@ class Evaluation:
     test_rows: np.ndarray = field(repr=False)
     #: Warnings about the data (too few test or training measurements; :func:`small_data_notes`).
     notes: list[str] = field(default_factory=list)
+    source_devices: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """Metrics plus ``kind, device, seed, n_train, n_test`` as one flat dict."""
-        return {**self.metrics, "n_train": self.n_train, "n_test": self.n_test,
-                "kind": self.kind, "device": self.device, "seed": self.seed}
+        """Metrics plus ``kind, device, seed, n_train, n_test`` (and ``source_devices`` for a
+        transfer) as one flat dict."""
+        out = {**self.metrics, "n_train": self.n_train, "n_test": self.n_test,
+               "kind": self.kind, "device": self.device, "seed": self.seed}
+        if self.source_devices:
+            out["source_devices"] = list(self.source_devices)
+        return out
 
 
 def device_data(dataset, device: str) -> DeviceData:
@@ -260,3 +272,122 @@ def cv_select(kind: str, batch: LayerBatch, y: np.ndarray, grid: dict[str, Seque
 
 def _py(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
+
+
+# --------------------------------------------------------------------------- transfer
+def device_features(db_path, devices: Sequence[str], *,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, DeviceData]:
+    """Each device's measurements with the model features of their layer tables.
+
+    Devices whose measurements cover the same variants (one import or sweep: same build,
+    same batch) are featurised once. The batches carry only model features
+    (:meth:`~latbench.predictor.encode.LayerBatch.from_features`): what the ``gbm`` and
+    transfer predictors read, at a fraction of the memory of the layer rows.
+
+    Raises
+    ------
+    UserInputError
+        If the database or a device is missing (the message lists the devices).
+    """
+    from pathlib import Path
+
+    from latbench.data.dataset import load_dataset
+    from latbench.data.store import Store
+
+    p = Path(db_path)
+    if not p.is_file():
+        raise UserInputError(f"latency database {str(p)!r} does not exist")
+    names = list(dict.fromkeys(devices))
+    with Store(p) as store:
+        known = set(store.devices()["name"].tolist())
+        missing = [d for d in names if d not in known]
+        if missing:
+            raise UserInputError(f"device {missing[0]!r} is not in {str(p)!r}; devices: "
+                                 f"{', '.join(sorted(known)) or '(none)'}")
+        ids = {d: tuple(int(v) for (v,) in store.connection.execute(
+            "SELECT m.variant_id FROM measurements m JOIN devices d ON d.id = m.device_id "
+            "WHERE d.name = ? ORDER BY m.id", (d,))) for d in names}
+    out: dict[str, DeviceData] = {}
+    done: dict[tuple[int, ...], LayerBatch] = {}
+    for i, d in enumerate(names):
+        if ids[d] not in done:
+            data = device_data(load_dataset(p, d), d)
+            done[ids[d]] = LayerBatch.from_features(data.batch.with_features().features)
+            models = data.models
+        else:  # same variants as a device already featurised: read its rows only
+            models = _models_only(p, d)
+        out[d] = DeviceData(d, models, done[ids[d]], pd.DataFrame())
+        if progress is not None:
+            progress("features", i + 1, len(names))
+    return out
+
+
+def _models_only(db_path, device: str) -> pd.DataFrame:
+    """``Dataset.models``-like rows of one device, without reading layer tables."""
+    from latbench.data.store import Store
+
+    with Store(db_path) as store:
+        return pd.read_sql(
+            "SELECT m.id AS measurement_id, m.variant_id, d.name AS device, v.source_model, "
+            "v.method, v.input_shape, m.median_ms AS latency_ms FROM measurements m "
+            "JOIN variants v ON v.id = m.variant_id JOIN devices d ON d.id = m.device_id "
+            "WHERE d.name = ? ORDER BY m.id", store.connection, params=(device,))
+
+
+def _transfer_setup(db_path, device: str, source_devices: Sequence[str], kind: str, progress):
+    if kind not in TRANSFER_KINDS:
+        raise UserInputError(f"--source-devices works with --kind {', '.join(TRANSFER_KINDS)} "
+                             f"(the kind of the source devices' models), not {kind!r}")
+    sources = [s for s in dict.fromkeys(source_devices) if s]
+    if not sources:
+        raise UserInputError("--source-devices names no device; give A,B,…")
+    if device in sources:
+        raise UserInputError(f"{device!r} is the new device and cannot also be a source")
+    data = device_features(db_path, [device, *sources], progress=progress)
+    return data[device], {s: (data[s].batch, data[s].y) for s in sources}
+
+
+def evaluate_transfer(db_path, *, device: str, source_devices: Sequence[str], kind: str = "gbm",
+                      train_size: int, seed: int = 0, params: dict | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> Evaluation:
+    """Train on every row of the source devices plus ``train_size`` seeded rows of ``device``,
+    test on all its other rows (:class:`~latbench.predictor.transfer.TransferPredictor`).
+
+    Raises
+    ------
+    UserInputError
+        Unknown device, a source that is also the target, an unsupported kind, or a bad size.
+    PredictorError
+        If no source covers the new device's models.
+    """
+    from latbench.predictor.transfer import SourceModels, TransferPredictor
+
+    target, sources = _transfer_setup(db_path, device, source_devices, kind, progress)
+    tr, te = split_indices(len(target.models), train_size, seed)
+    fitted = SourceModels.fit(sources, random_state=seed, progress=progress)
+    pred = TransferPredictor(sources=fitted, random_state=seed, **(params or {}))
+    pred.fit(target.batch.take(tr), target.y[tr], device=device)
+    y_pred = pred.predict(target.batch.take(te))
+    y_test = target.y[te]
+    return Evaluation(kind, device, seed, len(tr), len(te), regression_metrics(y_test, y_pred),
+                      y_test, y_pred, te, tuple(sources))
+
+
+def train_transfer(db_path, *, device: str, source_devices: Sequence[str], kind: str = "gbm",
+                   train_size: int | None = None, seed: int = 0, params: dict | None = None,
+                   progress: Callable[[str, int, int], None] | None = None):
+    """Fit a transfer predictor for ``device`` on every row of the sources plus ``train_size``
+    seeded rows of ``device`` (all of them when ``None``).
+
+    Raises
+    ------
+    UserInputError, PredictorError
+        As :func:`evaluate_transfer`.
+    """
+    from latbench.predictor.transfer import SourceModels, TransferPredictor
+
+    target, sources = _transfer_setup(db_path, device, source_devices, kind, progress)
+    tr, _ = split_indices(len(target.models), train_size, seed)
+    fitted = SourceModels.fit(sources, random_state=seed, progress=progress)
+    pred = TransferPredictor(sources=fitted, random_state=seed, **(params or {}))
+    return pred.fit(target.batch.take(tr), target.y[tr], device=device)

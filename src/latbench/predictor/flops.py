@@ -3,6 +3,13 @@
 ``flops-clustered`` follows LETI: models are first clustered by (log) memory traffic,
 since models that move very different amounts of data sit on different lines, and one
 RANSAC line is fitted per cluster.
+
+Below the smallest model trained on, a line fitted to larger models often crosses zero (a
+one-layer ``Linear(3, 3)`` got −0.63 ms from a line fitted to CNN variants). There the
+prediction is proportional to MACs instead: ``y(m) = y_lo · m / m_lo``, with ``m_lo`` the
+smallest training MACs and ``y_lo`` the line's value there (the fastest training latency if
+that value is not positive) — latency shrinking with work towards zero, never below it.
+Such models are also reported out of range (:func:`latbench.predictor.base.out_of_range`).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ _GMAC = 1e9
 
 def model_macs(batch: LayerBatch) -> np.ndarray:
     """Total multiply–accumulates of each model."""
+    batch.require_layers("a FLOP-linear predictor")
     return np.bincount(batch.group, weights=batch.frame["macs"].to_numpy(dtype=float),
                        minlength=batch.n_models)[: batch.n_models]
 
 
 def model_traffic(batch: LayerBatch) -> np.ndarray:
     """Bytes each model moves: weights plus every layer's input and output activations."""
+    batch.require_layers("a FLOP-linear predictor")
     f = batch.frame
     b = (f["weight_bytes"].to_numpy(dtype=float) + f["act_in_bytes"].to_numpy(dtype=float)
          + f["act_out_bytes"].to_numpy(dtype=float))
@@ -51,6 +60,19 @@ def _fit_line(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
     except ValueError:  # RANSAC found no consensus set; fall back to least squares
         est = LinearRegression().fit(X, y)
     return float(est.coef_[0]), float(est.intercept_)
+
+
+def _below_range(pred: np.ndarray, gmacs: np.ndarray, slope: np.ndarray | float,
+                 intercept: np.ndarray | float, train_range: dict) -> np.ndarray:
+    """Proportional extrapolation below the smallest trained model (see the module notes)."""
+    lo = train_range["macs"][0] / _GMAC
+    below = gmacs < lo
+    if not below.any() or lo <= 0:
+        return pred
+    y_lo = np.broadcast_to(np.asarray(slope, dtype=float) * lo + np.asarray(intercept, dtype=float),
+                           pred.shape)
+    y_lo = np.where(y_lo > 0, y_lo, train_range["latency_ms"][0])
+    return np.where(below, y_lo * gmacs / lo, pred)
 
 
 def _nearest(t: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -81,7 +103,9 @@ class FlopsPredictor(LatencyPredictor):
         self.slope_, self.intercept_ = _fit_line(model_macs(batch) / _GMAC, y, self.random_state)
 
     def _predict(self, batch: LayerBatch) -> np.ndarray:
-        return self.slope_ * model_macs(batch) / _GMAC + self.intercept_
+        x = model_macs(batch) / _GMAC
+        return _below_range(self.slope_ * x + self.intercept_, x, self.slope_, self.intercept_,
+                            self.train_range_)
 
 
 class FlopsClusteredPredictor(LatencyPredictor):
@@ -162,4 +186,5 @@ class FlopsClusteredPredictor(LatencyPredictor):
         labels = _nearest(np.log1p(model_traffic(batch)), self.centers_)
         lines = np.array(self.lines_)
         x = model_macs(batch) / _GMAC
-        return lines[labels, 0] * x + lines[labels, 1]
+        a, b = lines[labels, 0], lines[labels, 1]
+        return _below_range(a * x + b, x, a, b, self.train_range_)

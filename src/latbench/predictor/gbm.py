@@ -233,12 +233,14 @@ class GBMLayerPredictor(LatencyPredictor):
                     self.random_state, self.n_jobs)
 
     def _layer_sums(self, batch: LayerBatch, model) -> tuple[np.ndarray, np.ndarray]:
+        batch.require_layers("gbm-layer")
         if len(batch.frame) == 0:
             return np.zeros(0), np.zeros(batch.n_models)
         p = np.exp(model.predict(layer_matrix(batch.frame).to_numpy(dtype=np.float64)))
         return p, np.bincount(batch.group, weights=p, minlength=batch.n_models)[: batch.n_models]
 
     def _fit(self, batch: LayerBatch, y: np.ndarray) -> None:
+        batch.require_layers("gbm-layer")
         if len(batch.frame) == 0:
             raise PredictorError("the training models have no layers")
         L = layer_matrix(batch.frame).to_numpy(dtype=np.float64)

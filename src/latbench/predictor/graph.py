@@ -26,7 +26,7 @@ import pandas as pd
 
 from latbench.data.features import parse_inputs
 
-__all__ = ["Graph", "build_graph", "longest_paths", "path_rows"]
+__all__ = ["Graph", "build_graph", "longest_paths", "path_rows", "folded_rows"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,62 @@ def path_rows(graph: Graph, length: np.ndarray, via: np.ndarray) -> tuple[np.nda
         on[cur[live]] = 1.0
         cur = np.where(live, nxt[cur], n)
     return total, on[:n]
+
+
+def folded_rows(graph: Graph, zero: np.ndarray, add: np.ndarray, *,
+                propagate: bool = True) -> np.ndarray:
+    """Rows a constant-folding runtime would still run (True) — a general view of dead code.
+
+    A runtime that folds constants (TFLite's converter, graph compilers) computes at build
+    time every value that does not depend on the input, and drops what no output needs:
+
+    * a row is *constant* when it is a zeroing op (``zero``: ``x * 0`` folds to zeros) or
+      when every one of its producers is constant;
+    * a sum (``add``) with only one non-constant operand is the identity or a bias add: it
+      passes its operand through and needs no kernel of its own;
+    * a row is *needed* when it is the model's last row, or a non-constant producer of a
+      needed row (identity sums pass the need on to their operand).
+
+    With ``propagate=False`` only the zeroing ops themselves count as constant (a build that
+    drops ``x·0`` and what only it consumes, but still runs an operation whose input happens to
+    be all zeros). Runtimes that run the graph as written ignore all this; the predictors'
+    encoders offer the three views (every row, pruned, folded), so a learner can tell which
+    one a device follows — on NAS-Bench-201 networks measured with every edge built, Pixel 3's
+    TFLite runs cells whose output is a skip as if they were not there, yet still runs a
+    convolution on a node that only ``none`` edges feed.
+
+    Parameters
+    ----------
+    zero, add : numpy.ndarray of bool, shape (n_rows,)
+        Which rows are zeroing ops and which are sums of tensors.
+    propagate : bool
+        Whether rows fed only by constants are constant too.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_rows,)
+    """
+    n = len(zero)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    const = np.zeros(n + 1, dtype=bool)
+    const[n] = True  # the sentinel counts as constant in "all producers constant"
+    has_pred = (graph.preds < n).any(axis=1)
+    for rows in graph.levels:
+        p = graph.preds[rows]
+        const[rows] = zero[rows] | (propagate & has_pred[rows] & const[p].all(axis=1))
+    const = const[:n]
+    live_in = ((graph.preds < n) & ~np.append(const, True)[graph.preds]).sum(axis=1)
+    passthrough = add & ~const & (live_in <= 1)
+    need = np.zeros(n + 1, dtype=bool)
+    last = np.full(graph.n_models, -1, dtype=np.int64)
+    np.maximum.at(last, graph.group, np.arange(n))
+    need[last[last >= 0]] = True
+    cnst = np.append(const, True)
+    for rows in reversed(graph.levels):
+        r = rows[need[rows] & ~const[rows]]
+        if len(r):
+            p = graph.preds[r].ravel()
+            need[p[~cnst[p]]] = True
+    need[n] = False
+    return need[:n] & ~const & ~passthrough

@@ -126,7 +126,7 @@ class LUTPredictor(LatencyPredictor):
         self.lut_ = t.groupby("layer_key")["latency_ms"].median().astype(float).to_dict()
         self.fallback_model_ = None
         if self.fallback == "regressor":
-            missing = [c for c in LAYER_COLUMNS if c not in ("name", "inputs") and c not in t.columns]
+            missing = [c for c in LAYER_COLUMNS if c not in ("name", "inputs", "fused", "graph") and c not in t.columns]
             if missing:
                 raise PredictorError("fallback='regressor' needs the layer columns in the table; "
                                      f"missing {', '.join(missing)}")
@@ -153,6 +153,7 @@ class LUTPredictor(LatencyPredictor):
 
     def _sums(self, batch: LayerBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Per model: Σ lut by kind (n_models × kinds), count looked up, elementwise MB."""
+        batch.require_layers("a lookup table")
         f, g = batch.frame, batch.group
         unfused = ~fused_mask(f, g, tuple(self.fused_ops))
         looked = unfused & f["op"].astype(str).isin(list(self.lookup_ops)).to_numpy()
