@@ -64,7 +64,7 @@ def progress_bar(enabled: bool, what: str = "") -> Iterator[Callable[[str, int, 
     One bar: its label is ``what`` and the current stage (a layer name, a predictor kind),
     its count ``done/total``, with the time elapsed and left. Disabled (the callback does
     nothing) unless ``enabled`` (see :func:`show_progress`); transient, so what the
-    command prints afterwards stands alone.
+    command prints afterwards stands alone. Each new stage is drawn when it starts.
     """
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -74,9 +74,14 @@ def progress_bar(enabled: bool, what: str = "") -> Iterator[Callable[[str, int, 
                   TextColumn("{task.fields[stage]}", markup=False), console=err_console,
                   disable=not enabled, transient=True) as bar:
         task = bar.add_task(what, total=None, stage="")
+        shown = [""]
 
         def update(stage: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, stage=stage)
+            # A new stage is drawn at once: between rich's timed refreshes a fast stage (a
+            # predictor kind on a small store) would otherwise never be seen.
+            new = stage != shown[0]
+            shown[0] = stage
+            bar.update(task, completed=done, total=total, stage=stage, refresh=new)
 
         yield update
 
