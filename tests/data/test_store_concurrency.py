@@ -162,3 +162,19 @@ def test_a_full_disk_is_a_store_error_that_keeps_earlier_writes(tmp_path):
                 s.claim(f"item-{i:05d}-" + "x" * 200)
     with Store(db, read_only=True) as s:
         assert "kept" in set(s.claims()["item"])
+
+
+@pytest.mark.slow
+def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):
+    # Four processes open a store that does not exist yet, at the same moment, five times
+    # over: none may see a half-made store as a foreign one or give up on "database is locked"
+    # (a two-statement version read and an unretried WAL switch had both failed this way).
+    code = "import sys; from latbench.data.store import Store; Store(sys.argv[1]).close()"
+    for k in range(5):
+        db = tmp_path / f"new{k}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errs
+        with Store(db) as s:
+            assert s.counts()["variants"] == 0

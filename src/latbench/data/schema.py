@@ -213,13 +213,13 @@ def read_version(conn: sqlite3.Connection) -> int | None:
     StoreError
         If the database has tables but no readable version (not a latbench store).
     """
-    has_info = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_info'"
+    # One statement, so one snapshot: read in two, another process creating the store could
+    # commit in between and an empty database would look like a foreign one.
+    has_info, n_tables = conn.execute(
+        "SELECT (SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_info'), "
+        "(SELECT count(*) FROM sqlite_master WHERE type='table')"
     ).fetchone()
     if not has_info:
-        n_tables = conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type='table'"
-        ).fetchone()[0]
         if n_tables:
             raise StoreError("the database has tables but no schema_info: it is not a latbench store; "
                              "give another --db path")

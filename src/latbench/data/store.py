@@ -286,6 +286,10 @@ def _plan_json(plan: Any) -> str | None:
     raise UserInputError(f"cannot store a plan of type {type(plan).__name__}; pass a Plan or a dict")
 
 
+class _Busy(Exception):
+    """SQLite answered "database is locked/busy" while a store was being opened."""
+
+
 class _OldSchema(Exception):
     """A read-only open met a schema it cannot read without migrating."""
 
@@ -337,32 +341,62 @@ class Store:
                 Store(self.path, timeout_s=timeout_s).close()  # migrate once, as before
                 self._conn = self._open_read_only(timeout_s)
             return
+        deadline = time.monotonic() + timeout_s
+        pause = 0.02
+        while True:
+            try:
+                self._conn = self._open_writable(timeout_s)
+                return
+            except _Busy as exc:
+                # Two processes creating or first opening one store at once: switching the
+                # journal to WAL takes an exclusive lock for which SQLite may answer "locked"
+                # at once instead of waiting (its busy handler is not called there). Retry
+                # the whole open until the timeout.
+                if time.monotonic() + pause > deadline:
+                    raise StoreError(f"cannot open latency database {str(self.path)!r}: "
+                                     f"{exc.__cause__} (for {timeout_s:g} s)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+
+    def _open_writable(self, timeout_s: float) -> sqlite3.Connection:
+        """Connect, refuse a foreign file, switch to WAL, create or migrate the schema.
+
+        Raises ``_Busy`` where SQLite answered "database is locked/busy" without waiting.
+        """
         try:
             # Autocommit mode: we issue BEGIN IMMEDIATE ourselves so a writer takes the write
             # lock up front (a deferred read→write upgrade fails at once under WAL).
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+            conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}"
                              f"{self._folder_hint()}") from None
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             # Refuse a foreign file before anything changes it (WAL mode is stored in the file).
-            read_version(self._conn)
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            read_version(conn)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot switch {str(self.path)!r} to WAL mode (got {mode!r})")
             # NORMAL is durable across process kills in WAL mode (only power loss may drop
             # the last commits) and makes each small commit cheap.
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            ensure_schema(self._conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            ensure_schema(conn)
         except StoreError as exc:
-            self._conn.close()
+            conn.close()
             raise StoreError(f"{str(self.path)!r}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text:
+                raise _Busy() from exc
             raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}"
                              f"{self._folder_hint()}") from None
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot open latency database {str(self.path)!r}: {exc}"
+                             f"{self._folder_hint()}") from None
+        return conn
 
     def _folder_hint(self) -> str:
         folder = self.path.parent

@@ -370,7 +370,7 @@ def evaluate_transfer(db_path, *, device: str, source_devices: Sequence[str], ki
     y_pred = pred.predict(target.batch.take(te))
     y_test = target.y[te]
     return Evaluation(kind, device, seed, len(tr), len(te), regression_metrics(y_test, y_pred),
-                      y_test, y_pred, te, tuple(sources))
+                      y_test, y_pred, te, source_devices=tuple(sources))
 
 
 def train_transfer(db_path, *, device: str, source_devices: Sequence[str], kind: str = "gbm",
