@@ -66,7 +66,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 assert not exc.code
     finally:
         mp.undo()
-    return {"db": db, **paths}
+    from latbench.data.dataset import load_dataset
+
+    # 2 models × (original + 4 rank variants + 3 random plans), less any random plan that
+    # coincides with another variant (the same plan is stored once): read, not assumed.
+    n = len(load_dataset(db, "sim").models)
+    assert 12 <= n <= 16
+    return {"db": db, "n": n, **paths}
 
 
 def test_lut_on_a_mixed_store_says_how_to_go_on_from_the_cli(capsys, store, tmp_path):
@@ -129,7 +135,7 @@ def test_a_learned_predictor_on_few_rows_is_warned_about(capsys, store, tmp_path
     code, stdout, err = bench(capsys, "predictor", "train", "--db", store["db"], "--device", "sim",
                               "--kind", "gbm", "--out", str(tmp_path / "gbm.predictor"))
     assert code == 0
-    assert err.startswith("warning: gbm was trained on only 16 measurement(s) of sim")
+    assert err.startswith(f"warning: gbm was trained on only {store['n']} measurement(s) of sim")
     assert "--kind flops or lut" in err and "bench sweep --device sim --random-plans" in err
     code, _, err = bench(capsys, "predictor", "train", "--db", store["db"], "--device", "sim",
                          "--kind", "flops", "--out", str(tmp_path / "flops.predictor"))
@@ -137,16 +143,17 @@ def test_a_learned_predictor_on_few_rows_is_warned_about(capsys, store, tmp_path
 
 
 def test_evaluate_says_when_the_test_set_is_too_small(capsys, store):
+    n_train = str(store["n"] - 1)
     code, stdout, err = bench(capsys, "predictor", "evaluate", "--db", store["db"], "--device",
-                              "sim", "--kind", "flops", "--train-size", "15", "--json")
+                              "sim", "--kind", "flops", "--train-size", n_train, "--json")
     assert code == 0
     doc = json.loads(stdout)
     assert doc["n_test"] == 1
     assert any("tested on only 1 measurement(s)" in n for n in doc["notes"])
     assert "warning: sim: tested on only 1 measurement(s)" in err
     code, stdout, err = bench(capsys, "predictor", "evaluate", "--db", store["db"], "--device",
-                              "sim", "--kind", "flops", "--train-size", "15")
-    assert "tested on only 1" in err and "trained on 15, tested on 1" in stdout
+                              "sim", "--kind", "flops", "--train-size", n_train)
+    assert "tested on only 1" in err and f"trained on {n_train}, tested on 1" in stdout
 
 
 def test_report_on_a_small_store_splits_it_and_says_so(capsys, store, tmp_path):
@@ -154,11 +161,17 @@ def test_report_on_a_small_store_splits_it_and_says_so(capsys, store, tmp_path):
     code, stdout, err = bench(capsys, "report", "--db", store["db"], "--device", "sim", "--out",
                               str(out))
     assert code == 0, err
-    assert "has 16 measurements, not more than --train-size 900: trained on 11 and tested on " \
-           "the other 5" in err
-    assert "tested on only 5 measurement(s)" in err
+    import math
+    import re
+
+    m = re.search(r"has (\d+) measurements, not more than --train-size 900: trained on (\d+) "
+                  r"and tested on the other (\d+)", err)
+    assert m, err
+    n, n_train, n_test = map(int, m.groups())
+    assert n == store["n"] and n_train + n_test == n and n_test == math.ceil(0.3 * n)
+    assert f"tested on only {n_test} measurement(s)" in err
     page = (out / "index.html").read_text()
-    assert "note:" in page and "tested on only 5" in page
+    assert "note:" in page and f"tested on only {n_test}" in page
     assert "> note: " in (out / "metrics.md").read_text()
 
 
