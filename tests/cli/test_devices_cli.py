@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from latbench.cli import main
+from clirun import bench
 from latbench.devices.cuda import CudaDevice
 from latbench.devices.profiles import ENV_VAR
 
@@ -37,17 +37,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "tiny.onnx"
     onnx.save(m, path)
     return path
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """Run ``bench ARGS`` in-process; return exit code, stdout, stderr."""
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from latbench.cli import main
+from clirun import bench
 from latbench.devices.profiles import ENV_VAR
 from latbench.exceptions import UserInputError
 from latbench.models import check_input_shape, input_checked
@@ -50,16 +50,6 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("shape") / "flops.predictor"
     save_predictor(pred, path, device="cpu", kind="flops")
     return str(path)
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(code: int, err: str, *fragments: str) -> str:

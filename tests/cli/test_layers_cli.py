@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from latbench.cli import main
+from clirun import bench
 from latbench.compress.catalog import list_layers
 from latbench.compress.model import compress_model
 from latbench.compress.plan import Plan
@@ -29,16 +28,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("layers") / "net.pt"
     torch.save(net(), path)
     return str(path)
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_layer_a_plan_can_name_with_its_macs_and_methods():

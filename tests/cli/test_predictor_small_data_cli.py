@@ -4,27 +4,17 @@ predictor parameters, and a word whenever there is too little data to trust the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from fakes import MacDevice
 from torch import nn
 
+from clirun import bench
 from latbench.cli import main
 from latbench.devices.profiles import ENV_VAR
 
 SIM = ("--device", "sim", "--threads", "1", "--warmup", "1", "--repeats", "3", "--fixed-repeats")
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(code: int, err: str, want_code: int, *fragments: str) -> str:

@@ -10,20 +10,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from clirun import bench
 import latbench.cli._common as common
-from latbench.cli import main
 from latbench.compress.model import compress_model
 from latbench.compress.plan import Plan
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from clirun import bench
 import latbench.cli.sweep as cli_sweep
 import latbench.devices.registry as registry
-from latbench.cli import main
 from latbench.devices.cpu import CpuDevice
 from latbench.devices.profiles import ENV_VAR
 from latbench.exceptions import DeviceError
@@ -38,17 +38,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("cli") / "tiny.pt"
     torch.save(net, path)
     return str(path)
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """Run ``bench ARGS`` in-process; return exit code, stdout, stderr."""
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, err: str, expected_code: int, *needles: str) -> None:

@@ -11,9 +11,9 @@ import torch
 from fakes import MacDevice
 from torch import nn
 
+from clirun import bench
 from latbench.bench.results import noisy_advice, suggest_next, sweep_results
 from latbench.bench.sweep import SweepConfig, Target
-from latbench.cli import main
 from latbench.devices.profiles import ENV_VAR
 from latbench.measure.measurement import NOISY_RELATIVE_IQR, Measurement
 from latbench.measure.spec import BenchSpec, DeviceInfo
@@ -48,16 +48,6 @@ def use_device(monkeypatch: pytest.MonkeyPatch, **kw) -> list[MacDevice]:
 
     monkeypatch.setattr("latbench.devices.registry.get_device", get)
     return made
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sweep_args(model: str, *extra: str) -> tuple[str, ...]:

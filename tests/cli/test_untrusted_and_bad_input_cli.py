@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from latbench.cli import main
+from clirun import bench
 from latbench.devices.profiles import ENV_VAR
 
 SMALL = ("--input", "1x3x8x8")
@@ -23,16 +23,6 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def bench(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(code: int, err: str, *fragments: str) -> None:
